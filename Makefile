@@ -1,0 +1,43 @@
+# mcp-gateway-filter. A newcomer needs two commands: `make run` and `make test`.
+SHELL := /bin/bash
+ENVOY_BIN ?= $(CURDIR)/.tools/envoy/envoy
+export ENVOY_BIN
+WASM := target/wasm32-wasip1/release/filter.wasm
+SUB ?= alice
+SCOPE ?= files:read files:write reports:write
+TTL ?= 600
+
+.PHONY: setup build run test unit integration bench token envoy-yaml validate clean
+
+setup:
+	@ENVOY_BIN=$(if $(filter $(CURDIR)/.tools/envoy/envoy,$(ENVOY_BIN)),,$(ENVOY_BIN)) ./scripts/setup-envoy.sh
+	@rustup target list --installed 2>/dev/null | grep -q wasm32-wasip1 || rustup target add wasm32-wasip1
+
+build: setup
+	cargo build -p filter --target wasm32-wasip1 --release
+	@echo "filter.wasm: $$(stat -c %s $(WASM)) bytes ($(WASM))"
+
+unit:
+	cargo test -p filter
+
+integration: build
+	cargo build -p integration --bins
+	cargo test -p integration -- --test-threads 2
+
+test: unit integration
+
+run: build
+	cargo build -p integration --release --bins
+	./scripts/run-demo.sh
+
+token:
+	@cargo run -q -p integration --release --bin mcp-token -- --sub "$(SUB)" --scope "$(SCOPE)" --ttl "$(TTL)"
+
+envoy-yaml:
+	cargo run -q -p integration --bin render-envoy > envoy/envoy.yaml
+
+bench: build
+	./bench/run.sh
+
+clean:
+	cargo clean

@@ -1,0 +1,250 @@
+//! Delegates narrowly: for each hop, decides what the backend's token may carry and mints it.
+//!
+//! Per hop: audience = that backend, scope = intersection, expiry never later than the parent,
+//! one more RFC 8693 `act` level, a depth limit. A backend that calls another backend through
+//! the gateway presents the token it received; the gateway accepts it only for configured
+//! delegations and never lets the downstream token outgrow it.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use jwt_simple::prelude::*;
+
+use crate::config::Config;
+use crate::identity::{Actor, Caller, McpClaims, Origin};
+use crate::policy::intersect;
+use crate::verdict::Refusal;
+
+/// What one minted token carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub sub: String,
+    pub aud: String,
+    pub scopes: Vec<String>,
+    pub exp: u64,
+    pub task: String,
+    pub act: Actor,
+    /// Hash of the token it was derived from (mint-cache key part).
+    pub parent: [u8; 32],
+}
+
+/// Decides the grant for `caller` calling `backend` within `task`, never later than `not_after`
+/// (the end of the session or task binding, when there is one).
+pub fn plan(config: &Config, caller: &Caller, backend: &str, task: &str, now: u64, not_after: Option<u64>) -> Result<Grant, Refusal> {
+    let allowed = &config.backends.get(backend).ok_or(Refusal::UnknownBackend)?.scopes;
+    let (scopes, act) = match &caller.origin {
+        Origin::User { .. } => {
+            (intersect(&caller.scopes, allowed), Actor { sub: config.gateway.issuer.clone(), act: None })
+        }
+        Origin::Hop { backend: from, act: parent_act, .. } => {
+            let delegation = config.delegation(from, backend).ok_or(Refusal::DelegationNotAllowed)?;
+            let act = Actor { sub: from.clone(), act: Some(Box::new(parent_act.clone())) };
+            if act.depth() > config.gateway.max_delegation_depth {
+                return Err(Refusal::DelegationTooDeep);
+            }
+            (intersect(&intersect(&caller.scopes, &delegation.scopes), allowed), act)
+        }
+    };
+    let task = match &caller.origin {
+        // A backend cannot move its hop into another workflow.
+        Origin::Hop { task: Some(parent_task), .. } => parent_task.as_str(),
+        _ => task,
+    };
+    let mut exp = (now + config.gateway.token_ttl_secs).min(caller.exp);
+    if let Some(end) = not_after {
+        exp = exp.min(end);
+    }
+    Ok(Grant { sub: caller.sub.clone(), aud: backend.to_string(), scopes, exp, task: task.to_string(), act, parent: caller.token_hash })
+}
+
+/// A minted token with the facts the audit line records.
+#[derive(Debug, Clone)]
+pub struct Minted {
+    pub token: Rc<str>,
+    pub jti: String,
+    pub scope: String,
+    pub exp: u64,
+    pub act: Actor,
+}
+
+/// Signs the grant as the gateway.
+pub fn mint(grant: &Grant, signer: &Ed25519KeyPair, issuer: &str, jti: String, now: u64) -> Result<Minted, Refusal> {
+    let scope = grant.scopes.join(" ");
+    let custom = McpClaims { scope: Some(scope.clone()), task: Some(grant.task.clone()), act: Some(grant.act.clone()) };
+    let mut claims = Claims::with_custom_claims(custom, Duration::from_secs(grant.exp.saturating_sub(now)))
+        .with_issuer(issuer)
+        .with_subject(&grant.sub)
+        .with_audience(&grant.aud)
+        .with_jwt_id(&jti);
+    // Explicit times: the clock is the caller's, not the library's.
+    claims.issued_at = Some(Duration::from_secs(now));
+    claims.invalid_before = Some(Duration::from_secs(now));
+    claims.expires_at = Some(Duration::from_secs(grant.exp));
+    let token = signer.sign(claims).map_err(|_| Refusal::MintUnavailable)?;
+    Ok(Minted { token: token.into(), jti, scope, exp: grant.exp, act: grant.act.clone() })
+}
+
+/// Minted tokens by (parent token, backend, task, scope), reused until shortly before expiry.
+pub struct MintCache {
+    entries: HashMap<[u8; 32], Minted>,
+    capacity: usize,
+    pub hits: u64,
+    pub misses: u64,
+}
+
+impl MintCache {
+    pub fn new(capacity: usize) -> Self {
+        MintCache { entries: HashMap::new(), capacity, hits: 0, misses: 0 }
+    }
+
+    fn key(grant: &Grant) -> [u8; 32] {
+        let mut h = hmac_sha256::Hash::new();
+        for part in [&grant.parent[..], grant.aud.as_bytes(), grant.task.as_bytes(), grant.scopes.join(" ").as_bytes()] {
+            h.update((part.len() as u32).to_le_bytes());
+            h.update(part);
+        }
+        h.finalize()
+    }
+
+    /// A cached token for the grant, if it stays valid past the refresh margin and ends no later
+    /// than the grant does (a shorter binding must never get a longer-lived cached token).
+    pub fn get(&mut self, grant: &Grant, now: u64, margin: u64) -> Option<Minted> {
+        let hit = self.entries.get(&Self::key(grant)).filter(|m| m.exp >= now + margin && m.exp <= grant.exp).cloned();
+        if hit.is_some() {
+            self.hits += 1;
+        } else {
+            self.misses += 1;
+        }
+        hit
+    }
+
+    pub fn put(&mut self, grant: &Grant, minted: Minted, now: u64) {
+        if self.capacity == 0 {
+            return;
+        }
+        if self.entries.len() >= self.capacity {
+            self.entries.retain(|_, m| m.exp > now);
+            if self.entries.len() >= self.capacity {
+                self.entries.clear();
+            }
+        }
+        self.entries.insert(Self::key(grant), minted);
+    }
+}
+
+/// Builds the caller a verified gateway-minted token stands for: the backend it was minted for
+/// is now the caller of a further hop.
+pub fn hop_caller(claims: &JWTClaims<McpClaims>, token_hash: [u8; 32], scopes: Vec<String>) -> Option<Caller> {
+    let backend = match claims.audiences.as_ref()? {
+        Audiences::AsString(s) => s.clone(),
+        Audiences::AsSet(set) if set.len() == 1 => set.iter().next()?.clone(),
+        Audiences::AsSet(_) => return None,
+    };
+    Some(Caller {
+        sub: claims.subject.clone()?,
+        scopes,
+        exp: claims.expires_at?.as_secs(),
+        jti: claims.jwt_id.clone(),
+        origin: Origin::Hop { backend, task: claims.custom.task.clone(), act: claims.custom.act.clone()? },
+        token_hash,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::tests::NOW;
+
+    fn config(depth: u32) -> Config {
+        let body = format!(
+            r#"{{"identity_providers":[{{"issuer":"demo-idp","audiences":["mcp-gateway"],"jwks":{{"keys":[]}}}}],
+            "gateway":{{"token_ttl_secs":300,"max_delegation_depth":{depth}}},
+            "backends":{{"files":{{"scopes":["files:read","files:write"]}},"reports":{{"scopes":["reports:write","files:read"]}}}},
+            "delegations":[{{"from":"reports","to":"files","scopes":["files:read"]}}]}}"#
+        );
+        Config::load(body.as_bytes()).unwrap()
+    }
+
+    fn user(scopes: &[&str], exp: u64) -> Caller {
+        Caller {
+            sub: "alice".into(),
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            exp,
+            jti: Some("u1".into()),
+            origin: Origin::User { issuer: "demo-idp".into() },
+            token_hash: [7; 32],
+        }
+    }
+
+    #[test]
+    fn user_hop_gets_intersection_and_gateway_actor() {
+        let g = plan(&config(2), &user(&["files:read", "reports:write", "admin"], NOW + 3600), "files", "t1", NOW, None).unwrap();
+        assert_eq!(g.scopes, vec!["files:read"]);
+        assert_eq!(g.aud, "files");
+        assert_eq!(g.exp, NOW + 300, "ttl bounds the token");
+        assert_eq!(g.act.chain(), vec!["mcp-gateway"]);
+    }
+
+    #[test]
+    fn expiry_never_later_than_parent_or_binding() {
+        let g = plan(&config(2), &user(&[], NOW + 60), "files", "t", NOW, None).unwrap();
+        assert_eq!(g.exp, NOW + 60);
+        let g = plan(&config(2), &user(&[], NOW + 600), "files", "t", NOW, Some(NOW + 20)).unwrap();
+        assert_eq!(g.exp, NOW + 20);
+    }
+
+    fn minted_hop(cfg: &Config, signer: &Ed25519KeyPair, user_scopes: &[&str]) -> Caller {
+        let g = plan(cfg, &user(user_scopes, NOW + 3600), "reports", "t1", NOW, None).unwrap();
+        let m = mint(&g, signer, "mcp-gateway", "j1".into(), NOW).unwrap();
+        let claims = signer.public_key().verify_token::<McpClaims>(&m.token, Some(VerificationOptions {
+            artificial_time: Some(Duration::from_secs(NOW)),
+            ..Default::default()
+        })).unwrap();
+        let scopes = claims.custom.scope.clone().unwrap().split(' ').map(str::to_string).collect();
+        hop_caller(&claims, [9; 32], scopes).unwrap()
+    }
+
+    #[test]
+    fn chained_hop_is_narrower_with_one_more_actor() {
+        let cfg = config(2);
+        let signer = Ed25519KeyPair::generate().with_key_id("gw-1");
+        let reports = minted_hop(&cfg, &signer, &["files:read", "files:write", "reports:write"]);
+        assert_eq!(reports.scopes, vec!["files:read", "reports:write"], "files:write never reaches reports");
+        let g = plan(&cfg, &reports, "files", "ignored", NOW + 10, None).unwrap();
+        assert_eq!(g.scopes, vec!["files:read"], "the delegation allows at most files:read");
+        assert_eq!(g.act.chain(), vec!["reports", "mcp-gateway"]);
+        assert!(g.exp <= reports.exp);
+        assert_eq!(g.task, "t1", "the hop keeps the parent's task");
+        let without = minted_hop(&cfg, &signer, &["reports:write"]);
+        let g = plan(&cfg, &without, "files", "t", NOW, None).unwrap();
+        assert!(g.scopes.is_empty(), "a hop cannot gain what its parent lacked");
+    }
+
+    #[test]
+    fn delegation_not_configured_or_too_deep_is_refused() {
+        let cfg = config(2);
+        let signer = Ed25519KeyPair::generate();
+        let mut reports = minted_hop(&cfg, &signer, &["files:read"]);
+        if let Origin::Hop { backend, .. } = &mut reports.origin {
+            *backend = "files".into();
+        }
+        assert_eq!(plan(&cfg, &reports, "reports", "t", NOW, None), Err(Refusal::DelegationNotAllowed));
+        let shallow = config(1);
+        let reports = minted_hop(&shallow, &signer, &["files:read"]);
+        assert_eq!(plan(&shallow, &reports, "files", "t", NOW, None), Err(Refusal::DelegationTooDeep));
+    }
+
+    #[test]
+    fn mint_cache_reuses_until_margin_and_respects_shorter_grants() {
+        let cfg = config(2);
+        let signer = Ed25519KeyPair::generate();
+        let g = plan(&cfg, &user(&["files:read"], NOW + 3600), "files", "t", NOW, None).unwrap();
+        let mut cache = MintCache::new(10);
+        cache.put(&g, mint(&g, &signer, "gw", "j".into(), NOW).unwrap(), NOW);
+        assert!(cache.get(&g, NOW + 100, 30).is_some());
+        assert!(cache.get(&g, NOW + 280, 30).is_none(), "inside the refresh margin");
+        let shorter = Grant { exp: g.exp - 1, ..g.clone() };
+        assert!(cache.get(&shorter, NOW, 30).is_none());
+        assert_eq!((cache.hits, cache.misses), (1, 2));
+    }
+}

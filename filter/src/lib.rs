@@ -1,0 +1,264 @@
+//! mcp-gateway-filter: an MCP policy enforcement point inside Envoy.
+//!
+//! This file is glue only: each proxy-wasm callback reads host values, calls the pure core in
+//! [`pipeline`], and applies the result. Decisions live in the modules below.
+
+pub mod agreement;
+pub mod audit;
+pub mod config;
+pub mod delegation;
+pub mod envelope;
+pub mod host;
+pub mod identity;
+pub mod pipeline;
+pub mod policy;
+pub mod session;
+pub mod trust;
+pub mod verdict;
+
+#[cfg(target_arch = "wasm32")]
+mod glue {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use proxy_wasm::traits::{Context, HttpContext, RootContext};
+    use proxy_wasm::types::{Action, ContextType, LogLevel};
+
+    use crate::audit::Record;
+    use crate::config::Config;
+    use crate::host::Host;
+    use crate::pipeline::{self, Edits, Gateway, Pending, Step};
+    use crate::trust::Trust;
+    use crate::verdict::Reply;
+
+    proxy_wasm::main! {{
+        proxy_wasm::set_log_level(LogLevel::Info);
+        proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+    }}
+
+    /// Envoy's clock and the WASI random source.
+    struct EnvoyHost;
+
+    impl Host for EnvoyHost {
+        fn now(&self) -> u64 {
+            proxy_wasm::hostcalls::get_current_time()
+                .ok()
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs())
+        }
+
+        fn random16(&self) -> [u8; 16] {
+            let mut buf = [0u8; 16];
+            // A failing random source must not yield predictable ids: abort the VM instead.
+            getrandom::fill(&mut buf).expect("random source");
+            buf
+        }
+    }
+
+    type Shared = Rc<RefCell<Gateway>>;
+
+    /// When to fetch one identity provider's JWKS.
+    #[derive(Clone, Copy)]
+    struct JwksSchedule {
+        idp: usize,
+        next: u64,
+        last: u64,
+    }
+
+    #[derive(Default)]
+    struct Root {
+        gateway: Option<Shared>,
+        /// In-flight JWKS fetches: call token → identity provider index.
+        fetches: Vec<(u32, usize)>,
+        schedules: Vec<JwksSchedule>,
+    }
+
+    impl Context for Root {
+        fn on_http_call_response(&mut self, token_id: u32, _headers: usize, body_size: usize, _trailers: usize) {
+            let Some(pos) = self.fetches.iter().position(|(t, _)| *t == token_id) else { return };
+            let (_, idp) = self.fetches.swap_remove(pos);
+            let Some(gw) = &self.gateway else { return };
+            let status = self.get_http_call_response_header(":status").unwrap_or_default();
+            let body = self.get_http_call_response_body(0, body_size).unwrap_or_default();
+            let mut gw = gw.borrow_mut();
+            let result = if status == "200" {
+                gw.trust.refresh_jwks(idp, &String::from_utf8_lossy(&body))
+            } else {
+                Err(format!("status {status}"))
+            };
+            let uri = gw.config.identity_providers[idp].jwks_uri.clone();
+            let (refresh, retry) = uri.map_or((300, 5), |u| (u.refresh_secs, u.min_refresh_secs));
+            // On failure keep the last good keys and retry soon, not after a full interval.
+            let wait = match &result {
+                Ok(n) => {
+                    log::info!("jwks: identity_providers[{idp}] refreshed, {n} keys");
+                    refresh
+                }
+                Err(e) => {
+                    log::warn!("jwks: identity_providers[{idp}] refresh failed ({e}); keeping the last good keys");
+                    retry
+                }
+            };
+            let now = EnvoyHost.now();
+            if let Some(s) = self.schedules.iter_mut().find(|s| s.idp == idp) {
+                s.next = now + wait;
+            }
+        }
+    }
+
+    impl RootContext for Root {
+        fn on_configure(&mut self, _size: usize) -> bool {
+            let bytes = self.get_plugin_configuration().unwrap_or_default();
+            let loaded = Config::load(&bytes).map_err(|e| e.to_string()).and_then(|config| {
+                let trust = Trust::build(&config, &|name| std::env::var(name).ok())
+                    .map_err(|p| format!("invalid mcp-gateway-filter configuration: {}", p.join("; ")))?;
+                Ok(Gateway::new(config, trust))
+            });
+            match loaded {
+                Ok(gw) => {
+                    self.schedules = (0..gw.config.identity_providers.len())
+                        .filter(|i| gw.config.identity_providers[*i].jwks_uri.is_some())
+                        .map(|idp| JwksSchedule { idp, next: 0, last: 0 })
+                        .collect();
+                    // A short tick: the first fetch (and a refetch on an unknown kid) should not
+                    // wait; each tick only compares times until a fetch is due.
+                    if !self.schedules.is_empty() {
+                        self.set_tick_period(Duration::from_millis(200));
+                    }
+                    self.gateway = Some(Rc::new(RefCell::new(gw)));
+                    true
+                }
+                // Returning false makes Envoy refuse this configuration and keep the last good one.
+                Err(err) => {
+                    log::error!("{err}");
+                    false
+                }
+            }
+        }
+
+        fn on_tick(&mut self) {
+            let Some(gw) = self.gateway.clone() else { return };
+            let now = EnvoyHost.now();
+            let unknown_kid_seen = std::mem::take(&mut gw.borrow_mut().jwks_refresh_wanted);
+            for i in 0..self.schedules.len() {
+                let s = self.schedules[i];
+                let gwb = gw.borrow();
+                let Some(uri) = &gwb.config.identity_providers[s.idp].jwks_uri else { continue };
+                // An unknown kid means the IdP rotated: fetch now, but at most once per min_refresh_secs.
+                let due = now >= s.next || (unknown_kid_seen && now >= s.last + uri.min_refresh_secs);
+                if !due || self.fetches.iter().any(|(_, idp)| *idp == s.idp) {
+                    continue;
+                }
+                let authority = uri.authority.clone().unwrap_or_else(|| uri.cluster.clone());
+                let headers = vec![(":method", "GET"), (":path", uri.path.as_str()), (":authority", authority.as_str())];
+                match self.dispatch_http_call(&uri.cluster, headers, None, vec![], Duration::from_millis(uri.timeout_ms)) {
+                    Ok(token) => self.fetches.push((token, s.idp)),
+                    Err(e) => log::warn!("jwks: cannot reach cluster {}: {e:?}", uri.cluster),
+                }
+                self.schedules[i] = JwksSchedule { idp: s.idp, next: now + uri.min_refresh_secs, last: now };
+            }
+        }
+
+        fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+            let gateway = self.gateway.clone()?;
+            Some(Box::new(Exchange { gateway, headers: Vec::new(), pending: None, record: Record::default() }))
+        }
+
+        fn get_type(&self) -> Option<ContextType> {
+            Some(ContextType::HttpContext)
+        }
+    }
+
+    /// One HTTP request/response through the filter.
+    struct Exchange {
+        gateway: Shared,
+        headers: Vec<(String, String)>,
+        pending: Option<Pending>,
+        record: Record,
+    }
+
+    impl Context for Exchange {}
+
+    impl Exchange {
+        fn apply(&self, edits: &Edits) {
+            for name in &edits.remove {
+                self.set_http_request_header(name, None);
+            }
+            for (name, value) in &edits.set {
+                self.set_http_request_header(name, Some(value));
+            }
+        }
+
+        fn reply(&self, reply: &Reply) -> Action {
+            let headers: Vec<(&str, &str)> = reply.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            self.send_http_response(reply.status, headers, Some(&reply.body));
+            Action::Pause
+        }
+
+        fn run(&mut self, step: Step) -> Action {
+            match step {
+                Step::Forward(edits) => {
+                    self.apply(&edits);
+                    Action::Continue
+                }
+                Step::ReadBody(pending) => {
+                    self.pending = Some(pending);
+                    Action::Pause
+                }
+                Step::Reply(reply) => self.reply(&reply),
+            }
+        }
+    }
+
+    impl HttpContext for Exchange {
+        fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+            self.headers = self.get_http_request_headers();
+            self.record.ts = EnvoyHost.now();
+            self.record.request_id = pipeline::header(&self.headers, "x-request-id").unwrap_or("").to_string();
+            let step = pipeline::on_headers(&mut self.gateway.borrow_mut(), &EnvoyHost, &self.headers, end_of_stream, &mut self.record);
+            self.run(step)
+        }
+
+        fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+            let Some(pending) = self.pending.take() else { return Action::Continue };
+            let gateway = self.gateway.clone();
+            let mut gw = gateway.borrow_mut();
+            let step = if body_size > gw.config.max_body_bytes {
+                pipeline::body_too_large(&gw.config, &mut self.record)
+            } else if !end_of_stream {
+                self.pending = Some(pending);
+                return Action::Pause;
+            } else {
+                let body = self.get_http_request_body(0, body_size).unwrap_or_default();
+                pipeline::on_body(&mut gw, &EnvoyHost, &self.headers, pending, &body, &mut self.record)
+            };
+            drop(gw);
+            self.run(step)
+        }
+
+        fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+            // Internal headers never reach the client, whatever the upstream sent.
+            let gw = self.gateway.borrow();
+            for (name, _) in self.get_http_response_headers() {
+                if gw.config.is_internal_header(&name) {
+                    self.set_http_response_header(&name, None);
+                }
+            }
+            Action::Continue
+        }
+
+        fn on_log(&mut self) {
+            if self.record.backend.is_empty() {
+                return;
+            }
+            if self.record.status == 0 {
+                self.record.status = self
+                    .get_property(vec!["response", "code"])
+                    .and_then(|b| b.get(..8).map(|s| u64::from_le_bytes(s.try_into().unwrap_or_default())))
+                    .unwrap_or(0) as u32;
+            }
+            log::info!("{}", self.record.line());
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! One MCP request through the concerns, in order, returning what the glue must do:
+//! internal headers → authentication → envelope and agreement → policy → delegation.
+//!
+//! Pure: it reads the header list and body handed to it, and time and randomness through
+//! [`Host`]; the proxy-wasm glue in `lib.rs` applies the returned [`Step`].
+
+use std::rc::Rc;
+
+use crate::agreement::{self, Era, McpHeaders};
+use crate::audit::{self, Record};
+use crate::config::Config;
+use crate::delegation::{self, MintCache};
+use crate::envelope;
+use crate::host::Host;
+use crate::identity::{Caller, Origin, VerifyCache};
+use crate::policy::{self, Ask};
+use crate::trust::Trust;
+use crate::verdict::{AuthFailure, Refusal, Reply};
+
+/// The per-worker state the pipeline decides with.
+pub struct Gateway {
+    pub config: Config,
+    pub trust: Trust,
+    pub verify_cache: VerifyCache,
+    pub mint_cache: MintCache,
+    /// Set when a token named a key no identity provider has: the glue refetches JWKS.
+    pub jwks_refresh_wanted: bool,
+}
+
+impl Gateway {
+    pub fn new(config: Config, trust: Trust) -> Gateway {
+        let verify_cache = VerifyCache::new(config.gateway.verify_cache_entries);
+        let mint_cache = MintCache::new(config.gateway.mint_cache_entries);
+        Gateway { config, trust, verify_cache, mint_cache, jwks_refresh_wanted: false }
+    }
+}
+
+/// Header edits to apply to the upstream request.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Edits {
+    pub remove: Vec<String>,
+    pub set: Vec<(&'static str, String)>,
+}
+
+/// What the glue does next.
+#[derive(Debug)]
+pub enum Step {
+    /// Forward upstream after applying the edits.
+    Forward(Edits),
+    /// Hold the headers and hand the whole body to [`on_body`].
+    ReadBody(Pending),
+    /// Answer locally; nothing goes upstream.
+    Reply(Reply),
+}
+
+/// What the header phase learned, carried to the body phase.
+#[derive(Debug)]
+pub struct Pending {
+    pub backend: String,
+    pub edits: Edits,
+    pub caller: Rc<Caller>,
+    pub task: String,
+}
+
+/// Looks up a request header (names are lower-case in Envoy's header map).
+pub fn header<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
+    headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+const JWKS_PATH: &str = "/.well-known/jwks.json";
+const METADATA_PREFIX: &str = "/.well-known/oauth-protected-resource";
+
+/// Header phase. Fills `rec` with what it learns, whatever the outcome.
+pub fn on_headers(gw: &mut Gateway, host: &dyn Host, headers: &[(String, String)], end_of_stream: bool, rec: &mut Record) -> Step {
+    let mut edits = Edits::default();
+    for (name, _) in headers {
+        if gw.config.is_internal_header(name) && !edits.remove.contains(name) {
+            edits.remove.push(name.clone());
+        }
+    }
+    let path = header(headers, ":path").unwrap_or("");
+    let http_method = header(headers, ":method").unwrap_or("");
+    if let Some(reply) = well_known(&gw.config, &gw.trust, http_method, path) {
+        return Step::Reply(reply);
+    }
+    let Some(backend) = gw.config.backend_for_path(path) else {
+        if path.starts_with(gw.config.route_prefix.as_str()) {
+            return refuse(&gw.config, rec, Refusal::UnknownBackend, None);
+        }
+        return Step::Forward(edits);
+    };
+    rec.backend = backend.to_string();
+    rec.era = Era::Legacy.as_str();
+    if let Some(task) = header(headers, agreement::H_TASK_ID) {
+        if !agreement::valid_task_id(task) {
+            return refuse(&gw.config, rec, Refusal::InvalidTaskId, None);
+        }
+    }
+    let caller = match authenticate(gw, host.now(), headers) {
+        Ok(c) => c,
+        Err(failure) => return refuse(&gw.config, rec, Refusal::Unauthenticated(failure), None),
+    };
+    rec.sub = caller.sub.clone();
+    rec.parent_jti = caller.jti.clone().unwrap_or_default();
+    let task = match (&caller.origin, header(headers, agreement::H_TASK_ID)) {
+        (Origin::Hop { task: Some(t), .. }, _) => t.clone(),
+        (_, Some(t)) => t.to_string(),
+        _ => host.random_id(),
+    };
+    rec.task = task.clone();
+    match http_method {
+        "POST" => {
+            if !is_json(header(headers, "content-type")) {
+                return refuse(&gw.config, rec, Refusal::UnsupportedMediaType, None);
+            }
+            let declared_len = header(headers, "content-length").and_then(|v| v.parse::<usize>().ok());
+            if declared_len.is_some_and(|n| n > gw.config.max_body_bytes) {
+                return refuse(&gw.config, rec, Refusal::BodyTooLarge, None);
+            }
+            let pending = Pending { backend: backend.to_string(), edits, caller, task };
+            if end_of_stream {
+                // No body at all: answer as the body phase would for an empty body.
+                return on_body(gw, host, headers, pending, b"", rec);
+            }
+            Step::ReadBody(pending)
+        }
+        // The legacy era's SSE stream and session end; the modern era has neither.
+        "GET" | "DELETE" => {
+            rec.method = http_method.to_string();
+            match header(headers, agreement::H_PROTOCOL_VERSION).map(agreement::is_modern_version) {
+                Some(Ok(true)) => {
+                    rec.era = Era::Modern.as_str();
+                    refuse(&gw.config, rec, Refusal::MethodNotAllowed, None)
+                }
+                Some(Err(refusal)) => refuse(&gw.config, rec, refusal, None),
+                _ => {
+                    let pending = Pending { backend: backend.to_string(), edits, caller, task };
+                    let ask = Ask { method: http_method, name: None };
+                    authorize(gw, host, pending, ask, None, rec)
+                }
+            }
+        }
+        _ => refuse(&gw.config, rec, Refusal::MethodNotAllowed, None),
+    }
+}
+
+/// Body phase: envelope, agreement, policy, delegation.
+pub fn on_body(gw: &mut Gateway, host: &dyn Host, headers: &[(String, String)], pending: Pending, body: &[u8], rec: &mut Record) -> Step {
+    if body.len() > gw.config.max_body_bytes {
+        return refuse(&gw.config, rec, Refusal::BodyTooLarge, None);
+    }
+    let env = match envelope::parse(body) {
+        Ok(env) => env,
+        Err(err) => return refuse(&gw.config, rec, err.refusal, err.id),
+    };
+    rec.method = env.method.as_deref().unwrap_or("").to_string();
+    rec.name = env.name.as_deref().unwrap_or("").to_string();
+    let agreed = match McpHeaders::read(headers).and_then(|h| agreement::agree(&h, &env)) {
+        Ok(a) => a,
+        Err(refusal) => return refuse(&gw.config, rec, refusal, env.id),
+    };
+    rec.era = agreed.era.as_str();
+    let mut pending = pending;
+    pending.edits.set.extend(agreed.set_headers);
+    if agreed.drop_session_id {
+        pending.edits.remove.push(agreement::H_SESSION_ID.to_string());
+    }
+    let ask = Ask { method: env.method.as_deref().unwrap_or(""), name: env.name.as_deref() };
+    authorize(gw, host, pending, ask, env.id, rec)
+}
+
+/// Policy, then delegation: decides the backend token and sets it as the only credential.
+fn authorize(gw: &mut Gateway, host: &dyn Host, pending: Pending, ask: Ask<'_>, id: Option<&serde_json::value::RawValue>, rec: &mut Record) -> Step {
+    let now = host.now();
+    let grant = match delegation::plan(&gw.config, &pending.caller, &pending.backend, &pending.task, now, None) {
+        Ok(g) => g,
+        Err(refusal) => return refuse(&gw.config, rec, refusal, id),
+    };
+    rec.task = grant.task.clone();
+    let backend = &gw.config.backends[&pending.backend];
+    let allowed = policy::required(backend, ask).and_then(|needed| policy::check(&needed, &grant.scopes));
+    if let Err(refusal) = allowed {
+        return refuse(&gw.config, rec, refusal, id);
+    }
+    let margin = (gw.config.gateway.token_ttl_secs / 10).max(5);
+    let minted = match gw.mint_cache.get(&grant, now, margin) {
+        Some(m) => m,
+        None => match delegation::mint(&grant, &gw.trust.signer, &gw.config.gateway.issuer, host.random_id(), now) {
+            Ok(m) => {
+                gw.mint_cache.put(&grant, m.clone(), now);
+                m
+            }
+            Err(refusal) => return refuse(&gw.config, rec, refusal, id),
+        },
+    };
+    rec.decision = audit::ALLOW;
+    rec.jti = minted.jti.clone();
+    rec.aud = grant.aud.clone();
+    rec.scope = minted.scope.clone();
+    rec.act = minted.act.chain().into_iter().map(str::to_string).collect();
+    rec.depth = minted.act.depth();
+    let mut edits = pending.edits;
+    edits.set.push(("authorization", format!("Bearer {}", minted.token)));
+    Step::Forward(edits)
+}
+
+/// Verifies the bearer token, through the cache.
+fn authenticate(gw: &mut Gateway, now: u64, headers: &[(String, String)]) -> Result<Rc<Caller>, AuthFailure> {
+    let value = header(headers, "authorization").ok_or(AuthFailure::Missing)?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or(AuthFailure::Malformed)?;
+    let hash = crate::identity::token_hash(token);
+    if let Some(caller) = gw.verify_cache.get(&hash, now) {
+        return Ok(caller);
+    }
+    let verified = gw.trust.verify(token, now, gw.config.gateway.leeway_secs);
+    if verified == Err(AuthFailure::UnknownKey) {
+        gw.jwks_refresh_wanted = true;
+    }
+    let caller = Rc::new(verified?);
+    gw.verify_cache.put(caller.clone(), now);
+    Ok(caller)
+}
+
+/// The gateway's own endpoints: its JWKS and RFC 9728 protected-resource metadata.
+fn well_known(config: &Config, trust: &Trust, http_method: &str, path: &str) -> Option<Reply> {
+    let path = path.split('?').next().unwrap_or(path);
+    let body = if path == JWKS_PATH {
+        trust.jwks_json.clone()
+    } else {
+        let backend = config.backend_for_path(path.strip_prefix(METADATA_PREFIX)?)?;
+        serde_json::json!({
+            "resource": format!("{}{}{backend}", config.gateway.public_url, config.route_prefix),
+            "authorization_servers": config.identity_providers.iter().map(|i| &i.issuer).collect::<Vec<_>>(),
+            "scopes_supported": config.backends[backend].scopes,
+            "bearer_methods_supported": ["header"],
+            "resource_name": backend,
+        })
+        .to_string()
+    };
+    if http_method != "GET" {
+        return Some(Reply { status: 405, headers: vec![("allow", "GET".into())], body: Vec::new() });
+    }
+    Some(Reply { status: 200, headers: vec![("content-type", "application/json".into())], body: body.into_bytes() })
+}
+
+fn refuse(config: &Config, rec: &mut Record, refusal: Refusal, id: Option<&serde_json::value::RawValue>) -> Step {
+    rec.decision = audit::DENY;
+    rec.reason = refusal.reason();
+    let metadata = config.resource_metadata_url(if rec.backend.is_empty() { "" } else { &rec.backend });
+    let reply = Reply::refusal(&refusal, id, &metadata);
+    rec.status = reply.status;
+    Step::Reply(reply)
+}
+
+/// The body outgrew `max_body_bytes` while streaming in (no `content-length`, or a false one).
+pub fn body_too_large(config: &Config, rec: &mut Record) -> Step {
+    refuse(config, rec, Refusal::BodyTooLarge, None)
+}
+
+/// `application/json`, with or without parameters such as `charset`.
+fn is_json(content_type: Option<&str>) -> bool {
+    content_type
+        .and_then(|ct| ct.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,206 @@
+//! The whole decision path, natively, with a fixed clock.
+
+use jwt_simple::prelude::*;
+
+use super::*;
+use crate::host::test_host::FixedHost;
+use crate::identity::tests::{claims, idp, NOW};
+
+struct World {
+    gw: Gateway,
+    idp: Ed25519KeyPair,
+    host: FixedHost,
+}
+
+fn world(extra: &str) -> World {
+    let (kp, _) = idp();
+    let jwks = format!(r#"{{"keys":[{}]}}"#, kp.public_key().to_jwk());
+    let body = format!(
+        r#"{{"identity_providers":[{{"issuer":"demo-idp","audiences":["mcp-gateway"],"jwks":{jwks}}}],
+        "max_body_bytes":4096,
+        "backends":{{"files":{{"scopes":["files:read","files:write"],"tools":{{"echo":[],"read_file":["files:read"],"write_file":["files:write"]}}}},
+                     "reports":{{"scopes":["reports:write","files:read"],"tools":{{"summarize":["reports:write"]}}}}}},
+        "delegations":[{{"from":"reports","to":"files","scopes":["files:read"]}}]{extra}}}"#
+    );
+    let config = Config::load(body.as_bytes()).unwrap();
+    let trust = Trust::build(&config, &crate::trust::tests::signing_env()).unwrap();
+    World { gw: Gateway::new(config, trust), idp: kp, host: FixedHost::at(NOW) }
+}
+
+impl World {
+    fn token(&self, scope: &str) -> String {
+        self.idp.sign(claims("alice", scope, NOW - 10, 600)).unwrap()
+    }
+
+    /// Runs both phases; returns the step and the audit record.
+    fn send(&mut self, method: &str, path: &str, extra: &[(&str, &str)], body: &str) -> (Step, Record) {
+        let mut h: Vec<(String, String)> = vec![(":method".into(), method.into()), (":path".into(), path.into())];
+        if method == "POST" {
+            h.push(("content-type".into(), "application/json".into()));
+        }
+        h.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let mut rec = Record::default();
+        let step = on_headers(&mut self.gw, &self.host, &h, body.is_empty() && method != "POST", &mut rec);
+        let step = match step {
+            Step::ReadBody(p) => on_body(&mut self.gw, &self.host, &h, p, body.as_bytes(), &mut rec),
+            other => other,
+        };
+        (step, rec)
+    }
+
+    fn call(&mut self, tool: &str, token: &str) -> (Step, Record) {
+        let body = format!(r#"{{"jsonrpc":"2.0","id":"r1","method":"tools/call","params":{{"name":"{tool}","arguments":{{}}}}}}"#);
+        let auth = format!("Bearer {token}");
+        self.send("POST", "/mcp/files", &[("authorization", &auth), ("mcp-task-id", "t-1")], &body)
+    }
+}
+
+fn status(step: &Step) -> u32 {
+    match step {
+        Step::Reply(r) => r.status,
+        other => panic!("expected a reply, got {other:?}"),
+    }
+}
+
+fn forwarded_token(step: &Step) -> String {
+    let Step::Forward(edits) = step else { panic!("expected forward, got {step:?}") };
+    let (_, v) = edits.set.iter().find(|(k, _)| *k == "authorization").expect("authorization set");
+    v.strip_prefix("Bearer ").unwrap().to_string()
+}
+
+#[test]
+fn missing_token_is_401_with_resource_metadata_challenge() {
+    let mut w = world("");
+    let (step, rec) = w.send("POST", "/mcp/files", &[], "{}");
+    let Step::Reply(reply) = step else { panic!() };
+    assert_eq!(reply.status, 401);
+    let challenge = &reply.headers.iter().find(|(k, _)| *k == "www-authenticate").unwrap().1;
+    assert_eq!(challenge, r#"Bearer resource_metadata="http://127.0.0.1:10000/.well-known/oauth-protected-resource/mcp/files""#);
+    assert_eq!((rec.decision, rec.reason), (audit::DENY, "token_missing"));
+}
+
+#[test]
+fn user_token_is_replaced_by_a_minted_backend_token() {
+    let mut w = world("");
+    let user = w.token("files:read reports:write");
+    let (step, rec) = w.call("read_file", &user);
+    let minted = forwarded_token(&step);
+    assert_ne!(minted, user);
+    let claims = w.gw.trust.signer.public_key().verify_token::<crate::identity::McpClaims>(&minted, Some(VerificationOptions {
+        artificial_time: Some(Duration::from_secs(NOW)),
+        ..Default::default()
+    })).unwrap();
+    assert_eq!(claims.issuer.as_deref(), Some("mcp-gateway"));
+    assert_eq!(claims.subject.as_deref(), Some("alice"));
+    assert!(claims.audiences.unwrap().contains(&HashSet::from(["files".to_string()])));
+    assert_eq!(claims.custom.scope.as_deref(), Some("files:read"));
+    assert_eq!((rec.decision, rec.scope.as_str(), rec.depth), (audit::ALLOW, "files:read", 1));
+    assert_eq!(rec.act, vec!["mcp-gateway"]);
+}
+
+#[test]
+fn tool_without_its_scope_is_403_insufficient_scope_with_id() {
+    let mut w = world("");
+    let user = w.token("files:read");
+    let (step, rec) = w.call("write_file", &user);
+    let Step::Reply(reply) = step else { panic!() };
+    assert_eq!(reply.status, 403);
+    assert!(String::from_utf8_lossy(&reply.body).contains(r#""id":"r1""#));
+    assert!(reply.headers.iter().any(|(k, v)| *k == "www-authenticate" && v.contains(r#"scope="files:write""#)));
+    assert_eq!(rec.reason, "scope_missing");
+}
+
+#[test]
+fn verified_and_minted_tokens_are_cached() {
+    let mut w = world("");
+    let user = w.token("files:read");
+    let first = forwarded_token(&w.call("read_file", &user).0);
+    let second = forwarded_token(&w.call("read_file", &user).0);
+    assert_eq!(first, second, "minted token reused within one task");
+    assert_eq!((w.gw.verify_cache.hits, w.gw.mint_cache.hits), (1, 1));
+}
+
+#[test]
+fn expired_user_token_is_401_invalid_token() {
+    let mut w = world("");
+    let user = w.token("files:read");
+    w.host.now.set(NOW + 10_000);
+    let (step, rec) = w.call("read_file", &user);
+    assert_eq!(status(&step), 401);
+    assert_eq!(rec.reason, "token_expired");
+}
+
+#[test]
+fn hop_token_from_reports_gets_a_narrower_files_token() {
+    let mut w = world("");
+    let user = w.token("files:read files:write reports:write");
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"summarize","arguments":{}}}"#;
+    let (step, _) = w.send("POST", "/mcp/reports", &[("authorization", &format!("Bearer {user}")), ("mcp-task-id", "task-9")], body);
+    let reports_token = forwarded_token(&step);
+    let (step, rec) = w.call("read_file", &reports_token);
+    forwarded_token(&step);
+    assert_eq!(rec.scope, "files:read");
+    assert_eq!(rec.act, vec!["reports", "mcp-gateway"]);
+    assert_eq!((rec.depth, rec.task.as_str()), (2, "task-9"));
+    let (step, rec) = w.call("write_file", &reports_token);
+    assert_eq!(status(&step), 403, "files:write never crosses the delegation");
+    assert_eq!(rec.reason, "scope_missing");
+}
+
+#[test]
+fn files_token_cannot_call_reports() {
+    let mut w = world("");
+    let user = w.token("files:read reports:write");
+    let files_token = forwarded_token(&w.call("read_file", &user).0);
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"summarize","arguments":{}}}"#;
+    let (step, rec) = w.send("POST", "/mcp/reports", &[("authorization", &format!("Bearer {files_token}"))], body);
+    assert_eq!(status(&step), 403);
+    assert_eq!(rec.reason, "delegation_not_allowed");
+}
+
+#[test]
+fn client_sent_affinity_header_is_removed_first() {
+    let mut w = world("");
+    let user = w.token("files:read");
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+    let (step, _) = w.send("POST", "/mcp/files", &[("authorization", &format!("Bearer {user}")), ("x-mcp-affinity", "forged")], body);
+    let Step::Forward(edits) = step else { panic!() };
+    assert!(edits.remove.contains(&"x-mcp-affinity".to_string()));
+    assert!(edits.set.contains(&("mcp-method", "tools/list".to_string())));
+}
+
+#[test]
+fn envelope_errors_map_to_contract_statuses() {
+    let mut w = world("");
+    let auth = format!("Bearer {}", w.token(""));
+    let a = [("authorization", auth.as_str())];
+    assert_eq!(status(&w.send("POST", "/mcp/files", &a, "{nope").0), 400);
+    assert_eq!(status(&w.send("POST", "/mcp/files", &a, "[]").0), 400);
+    assert_eq!(status(&w.send("POST", "/mcp/files", &a, &" ".repeat(5000)).0), 413);
+    assert_eq!(status(&w.send("POST", "/mcp/nope", &a, "{}").0), 404);
+    assert_eq!(status(&w.send("PUT", "/mcp/files", &a, "").0), 405);
+    let bad_task = [("authorization", auth.as_str()), ("mcp-task-id", "a b")];
+    assert_eq!(status(&w.send("POST", "/mcp/files", &bad_task, "{}").0), 400);
+}
+
+#[test]
+fn modern_get_is_405_and_legacy_get_is_authorized() {
+    let mut w = world("");
+    let auth = format!("Bearer {}", w.token(""));
+    let modern = [("authorization", auth.as_str()), ("mcp-protocol-version", "2026-07-28")];
+    assert_eq!(status(&w.send("GET", "/mcp/files", &modern, "").0), 405);
+    let legacy = [("authorization", auth.as_str()), ("mcp-protocol-version", "2025-06-18")];
+    forwarded_token(&w.send("GET", "/mcp/files", &legacy, "").0);
+}
+
+#[test]
+fn well_known_endpoints_are_served_locally() {
+    let mut w = world("");
+    let Step::Reply(jwks) = w.send("GET", "/.well-known/jwks.json", &[], "").0 else { panic!() };
+    assert_eq!(jwks.status, 200);
+    assert!(String::from_utf8_lossy(&jwks.body).contains("\"kid\":\"gw-1\""));
+    let Step::Reply(meta) = w.send("GET", "/.well-known/oauth-protected-resource/mcp/files", &[], "").0 else { panic!() };
+    let doc: serde_json::Value = serde_json::from_slice(&meta.body).unwrap();
+    assert_eq!(doc["resource"], "http://127.0.0.1:10000/mcp/files");
+    assert_eq!(doc["authorization_servers"][0], "demo-idp");
+}

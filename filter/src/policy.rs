@@ -1,0 +1,104 @@
+//! Decides which scopes a request needs, per backend, method, tool and resource.
+
+use crate::config::BackendConfig;
+use crate::verdict::Refusal;
+
+/// What a request asks of a backend, as read from the checked envelope.
+#[derive(Debug, Clone, Copy)]
+pub struct Ask<'a> {
+    /// The JSON-RPC method, or the HTTP method for GET/DELETE (legacy streams and session end).
+    pub method: &'a str,
+    /// `params.name` / `params.uri` / `params.taskId`, when the method has one.
+    pub name: Option<&'a str>,
+}
+
+/// The scopes `ask` needs on `backend`, or a refusal when the target is not allowed at all.
+pub fn required<'c>(backend: &'c BackendConfig, ask: Ask<'_>) -> Result<Vec<&'c str>, Refusal> {
+    let mut needed: Vec<&str> = backend.methods.get(ask.method).map(|s| s.iter().map(String::as_str).collect()).unwrap_or_default();
+    match (ask.method, ask.name) {
+        ("tools/call", Some(tool)) => match backend.tools.get(tool) {
+            Some(scopes) => needed.extend(scopes.iter().map(String::as_str)),
+            // Fail closed: a tool the operator has not classified is not callable, unless the
+            // backend opts in explicitly.
+            None if backend.allow_unlisted_tools => {}
+            None => return Err(Refusal::InsufficientScope(format!("tool:{tool}"))),
+        },
+        ("resources/read" | "resources/subscribe", Some(uri)) => {
+            let rule = backend.resources.iter().filter(|r| uri.starts_with(r.prefix.as_str())).max_by_key(|r| r.prefix.len());
+            if let Some(rule) = rule {
+                needed.extend(rule.scopes.iter().map(String::as_str));
+            }
+        }
+        _ => {}
+    }
+    needed.sort_unstable();
+    needed.dedup();
+    Ok(needed)
+}
+
+/// Refuses when `have` lacks any of `needed`; the refusal names exactly what is missing.
+pub fn check(needed: &[&str], have: &[String]) -> Result<(), Refusal> {
+    let missing: Vec<&str> = needed.iter().copied().filter(|n| !have.iter().any(|h| h == n)).collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(Refusal::InsufficientScope(missing.join(" ")))
+    }
+}
+
+/// `a ∩ b`, keeping `a`'s order.
+pub fn intersect(a: &[String], b: &[String]) -> Vec<String> {
+    a.iter().filter(|s| b.contains(s)).cloned().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files() -> BackendConfig {
+        serde_json::from_str(
+            r#"{"scopes":["files:read","files:write"],
+                "methods":{"resources/list":["files:read"]},
+                "tools":{"echo":[],"read_file":["files:read"],"write_file":["files:write"]},
+                "resources":[{"prefix":"file:///","scopes":["files:read"]},{"prefix":"file:///secret/","scopes":["files:read","files:admin"]}]}"#,
+        )
+        .unwrap()
+    }
+
+    fn ask<'a>(method: &'a str, name: Option<&'a str>) -> Ask<'a> {
+        Ask { method, name }
+    }
+
+    #[test]
+    fn tool_scopes_are_required() {
+        let b = files();
+        assert_eq!(required(&b, ask("tools/call", Some("write_file"))).unwrap(), vec!["files:write"]);
+        assert!(required(&b, ask("tools/call", Some("echo"))).unwrap().is_empty());
+        let have = vec!["files:read".to_string()];
+        assert_eq!(check(&["files:write"], &have), Err(Refusal::InsufficientScope("files:write".into())));
+        assert!(check(&["files:read"], &have).is_ok());
+    }
+
+    #[test]
+    fn unlisted_tool_is_refused_unless_allowed() {
+        let mut b = files();
+        assert!(matches!(required(&b, ask("tools/call", Some("rm_rf"))), Err(Refusal::InsufficientScope(_))));
+        b.allow_unlisted_tools = true;
+        assert!(required(&b, ask("tools/call", Some("rm_rf"))).unwrap().is_empty());
+    }
+
+    #[test]
+    fn longest_resource_prefix_decides() {
+        let b = files();
+        assert_eq!(required(&b, ask("resources/read", Some("file:///a"))).unwrap(), vec!["files:read"]);
+        assert_eq!(required(&b, ask("resources/read", Some("file:///secret/k"))).unwrap(), vec!["files:admin", "files:read"]);
+        assert_eq!(required(&b, ask("resources/list", None)).unwrap(), vec!["files:read"]);
+    }
+
+    #[test]
+    fn intersection_keeps_only_common_scopes() {
+        let caller = vec!["files:read".to_string(), "reports:write".to_string(), "admin".to_string()];
+        let backend = vec!["files:read".to_string(), "files:write".to_string()];
+        assert_eq!(intersect(&caller, &backend), vec!["files:read".to_string()]);
+    }
+}
