@@ -1,7 +1,6 @@
 # mcp-gateway-filter. A newcomer needs two commands: `make run` and `make test`.
 SHELL := /bin/bash
-ENVOY_BIN ?= $(CURDIR)/.tools/envoy/envoy
-export ENVOY_BIN
+# ENVOY_BIN overrides the Envoy that `make setup` unpacks into .tools/envoy/envoy.
 WASM := target/wasm32-wasip1/release/filter.wasm
 SUB ?= alice
 SCOPE ?= files:read files:write reports:write
@@ -10,7 +9,7 @@ TTL ?= 600
 .PHONY: setup build run test unit integration bench token envoy-yaml validate clean
 
 setup:
-	@ENVOY_BIN=$(if $(filter $(CURDIR)/.tools/envoy/envoy,$(ENVOY_BIN)),,$(ENVOY_BIN)) ./scripts/setup-envoy.sh
+	@./scripts/setup-envoy.sh
 	@rustup target list --installed 2>/dev/null | grep -q wasm32-wasip1 || rustup target add wasm32-wasip1
 
 build: setup

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::session::Limits;
+
 /// Header the filter sets for Envoy's ring hash; clients may never send it.
 pub const AFFINITY_HEADER: &str = "x-mcp-affinity";
 
@@ -32,6 +34,21 @@ pub struct Config {
     /// Which backend may call which other backend through the gateway, with at most which scopes.
     #[serde(default)]
     pub delegations: Vec<DelegationConfig>,
+    /// Lifetime of legacy sessions.
+    #[serde(default)]
+    pub sessions: Limits,
+    /// Lifetime of modern task bindings.
+    #[serde(default)]
+    pub tasks: Limits,
+    /// Environment variable with the session sealing keys, `k1:<base64>,k0:<base64>` (first seals).
+    #[serde(default = "defaults::seal_keys_env")]
+    pub seal_keys_env: String,
+    /// Environment variable with the 32-byte key of affinity and session-tag hashes (base64).
+    #[serde(default = "defaults::hash_key_env")]
+    pub hash_key_env: String,
+    /// Sessions sealed under another policy version must initialize again.
+    #[serde(default = "defaults::policy_version")]
+    pub policy_version: u32,
 }
 
 /// One backend: what its tokens may carry and what each method, tool or resource needs.
@@ -195,6 +212,15 @@ mod defaults {
     pub fn cache_entries() -> usize {
         10_000
     }
+    pub fn seal_keys_env() -> String {
+        "MCP_GW_SEAL_KEYS".into()
+    }
+    pub fn hash_key_env() -> String {
+        "MCP_GW_HASH_KEY".into()
+    }
+    pub fn policy_version() -> u32 {
+        1
+    }
 }
 
 const ALGORITHMS: [&str; 4] = ["EdDSA", "ES256", "RS256", "HS256"];
@@ -240,6 +266,8 @@ impl Config {
             }
         }
         self.validate_auth(&mut problems);
+        self.sessions.validate("sessions", &mut problems);
+        self.tasks.validate("tasks", &mut problems);
         if problems.is_empty() {
             Ok(())
         } else {

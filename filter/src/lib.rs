@@ -3,6 +3,7 @@
 //! This file is glue only: each proxy-wasm callback reads host values, calls the pure core in
 //! [`pipeline`], and applies the result. Decisions live in the modules below.
 
+pub mod admin;
 pub mod agreement;
 pub mod audit;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod policy;
 pub mod session;
 pub mod trust;
 pub mod verdict;
+pub mod workflow;
 
 #[cfg(target_arch = "wasm32")]
 mod glue {
@@ -25,7 +27,9 @@ mod glue {
     use proxy_wasm::traits::{Context, HttpContext, RootContext};
     use proxy_wasm::types::{Action, ContextType, LogLevel};
 
+    use crate::admin::{self, AdminConfig};
     use crate::audit::Record;
+    use crate::workflow::{OnResponse, WorkflowKeys};
     use crate::config::Config;
     use crate::host::Host;
     use crate::pipeline::{self, Edits, Gateway, Pending, Step};
@@ -54,6 +58,17 @@ mod glue {
             getrandom::fill(&mut buf).expect("random source");
             buf
         }
+
+        fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, u32) {
+            match proxy_wasm::hostcalls::get_shared_data(key) {
+                Ok((value, cas)) => (value.filter(|v| !v.is_empty()), cas.unwrap_or(0)),
+                Err(_) => (None, 0),
+            }
+        }
+
+        fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+            proxy_wasm::hostcalls::set_shared_data(key, Some(value), cas).is_ok()
+        }
     }
 
     type Shared = Rc<RefCell<Gateway>>;
@@ -69,6 +84,8 @@ mod glue {
     #[derive(Default)]
     struct Root {
         gateway: Option<Shared>,
+        /// Set instead of `gateway` on the admin listener.
+        admin: Option<Rc<(AdminConfig, WorkflowKeys)>>,
         /// In-flight JWKS fetches: call token → identity provider index.
         fetches: Vec<(u32, usize)>,
         schedules: Vec<JwksSchedule>,
@@ -110,6 +127,19 @@ mod glue {
     impl RootContext for Root {
         fn on_configure(&mut self, _size: usize) -> bool {
             let bytes = self.get_plugin_configuration().unwrap_or_default();
+            if let Some(admin) = admin::parse(&bytes) {
+                let loaded = admin.and_then(|cfg| Ok((admin::keys(&cfg, &|n| std::env::var(n).ok())?, cfg)));
+                return match loaded {
+                    Ok((keys, cfg)) => {
+                        self.admin = Some(Rc::new((cfg, keys)));
+                        true
+                    }
+                    Err(err) => {
+                        log::error!("invalid mcp-gateway-filter admin configuration: {err}");
+                        false
+                    }
+                };
+            }
             let loaded = Config::load(&bytes).map_err(|e| e.to_string()).and_then(|config| {
                 let trust = Trust::build(&config, &|name| std::env::var(name).ok())
                     .map_err(|p| format!("invalid mcp-gateway-filter configuration: {}", p.join("; ")))?;
@@ -161,8 +191,17 @@ mod glue {
         }
 
         fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+            if let Some(admin) = &self.admin {
+                return Some(Box::new(AdminExchange { admin: admin.clone(), method: String::new(), path: String::new() }));
+            }
             let gateway = self.gateway.clone()?;
-            Some(Box::new(Exchange { gateway, headers: Vec::new(), pending: None, record: Record::default() }))
+            Some(Box::new(Exchange {
+                gateway,
+                headers: Vec::new(),
+                pending: None,
+                record: Record::default(),
+                on_response: OnResponse::Strip,
+            }))
         }
 
         fn get_type(&self) -> Option<ContextType> {
@@ -176,6 +215,7 @@ mod glue {
         headers: Vec<(String, String)>,
         pending: Option<Pending>,
         record: Record,
+        on_response: OnResponse,
     }
 
     impl Context for Exchange {}
@@ -200,6 +240,7 @@ mod glue {
             match step {
                 Step::Forward(edits) => {
                     self.apply(&edits);
+                    self.on_response = edits.on_response;
                     Action::Continue
                 }
                 Step::ReadBody(pending) => {
@@ -238,12 +279,23 @@ mod glue {
         }
 
         fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-            // Internal headers never reach the client, whatever the upstream sent.
+            if self.record.backend.is_empty() {
+                return Action::Continue;
+            }
             let gw = self.gateway.borrow();
-            for (name, _) in self.get_http_response_headers() {
+            let mut upstream_session = None;
+            for (name, value) in self.get_http_response_headers() {
+                // Internal headers never reach the client, whatever the upstream sent.
                 if gw.config.is_internal_header(&name) {
                     self.set_http_response_header(&name, None);
+                } else if name == "mcp-session-id" {
+                    upstream_session = Some(value);
                 }
+            }
+            if upstream_session.is_some() {
+                // The backend's session id is never shown: the client sees the sealed handle.
+                let shown = pipeline::on_response(&gw, &EnvoyHost, &self.on_response, upstream_session.as_deref());
+                self.set_http_response_header("mcp-session-id", shown.as_deref());
             }
             Action::Continue
         }
@@ -259,6 +311,47 @@ mod glue {
                     .unwrap_or(0) as u32;
             }
             log::info!("{}", self.record.line());
+        }
+    }
+
+    /// One request on the admin listener.
+    struct AdminExchange {
+        admin: Rc<(AdminConfig, WorkflowKeys)>,
+        method: String,
+        path: String,
+    }
+
+    impl Context for AdminExchange {}
+
+    impl AdminExchange {
+        fn answer(&self, body: &[u8]) -> Action {
+            let (cfg, keys) = &*self.admin;
+            let reply = admin::handle(cfg, keys, &EnvoyHost, &self.method, &self.path, body);
+            let headers: Vec<(&str, &str)> = reply.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            self.send_http_response(reply.status, headers, Some(&reply.body));
+            Action::Pause
+        }
+    }
+
+    impl HttpContext for AdminExchange {
+        fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+            self.method = self.get_http_request_header(":method").unwrap_or_default();
+            self.path = self.get_http_request_header(":path").unwrap_or_default();
+            if end_of_stream {
+                return self.answer(b"");
+            }
+            Action::Pause
+        }
+
+        fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+            if body_size > 64 * 1024 {
+                return self.answer(b"");
+            }
+            if !end_of_stream {
+                return Action::Pause;
+            }
+            let body = self.get_http_request_body(0, body_size).unwrap_or_default();
+            self.answer(&body)
         }
     }
 }

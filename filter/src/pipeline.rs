@@ -16,6 +16,7 @@ use crate::identity::{Caller, Origin, VerifyCache};
 use crate::policy::{self, Ask};
 use crate::trust::Trust;
 use crate::verdict::{AuthFailure, Refusal, Reply};
+use crate::workflow::{self, OnResponse, WorkflowConfig};
 
 /// The per-worker state the pipeline decides with.
 pub struct Gateway {
@@ -35,11 +36,13 @@ impl Gateway {
     }
 }
 
-/// Header edits to apply to the upstream request.
+/// Header edits to apply to the upstream request, and what to do with its response.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Edits {
     pub remove: Vec<String>,
     pub set: Vec<(&'static str, String)>,
+    /// What the upstream's `Mcp-Session-Id` becomes toward the client.
+    pub on_response: OnResponse,
 }
 
 /// What the glue does next.
@@ -59,7 +62,6 @@ pub struct Pending {
     pub backend: String,
     pub edits: Edits,
     pub caller: Rc<Caller>,
-    pub task: String,
 }
 
 /// Looks up a request header (names are lower-case in Envoy's header map).
@@ -102,12 +104,10 @@ pub fn on_headers(gw: &mut Gateway, host: &dyn Host, headers: &[(String, String)
     };
     rec.sub = caller.sub.clone();
     rec.parent_jti = caller.jti.clone().unwrap_or_default();
-    let task = match (&caller.origin, header(headers, agreement::H_TASK_ID)) {
+    rec.task = match (&caller.origin, header(headers, agreement::H_TASK_ID)) {
         (Origin::Hop { task: Some(t), .. }, _) => t.clone(),
-        (_, Some(t)) => t.to_string(),
-        _ => host.random_id(),
+        (_, t) => t.unwrap_or("").to_string(),
     };
-    rec.task = task.clone();
     match http_method {
         "POST" => {
             if !is_json(header(headers, "content-type")) {
@@ -117,7 +117,7 @@ pub fn on_headers(gw: &mut Gateway, host: &dyn Host, headers: &[(String, String)
             if declared_len.is_some_and(|n| n > gw.config.max_body_bytes) {
                 return refuse(&gw.config, rec, Refusal::BodyTooLarge, None);
             }
-            let pending = Pending { backend: backend.to_string(), edits, caller, task };
+            let pending = Pending { backend: backend.to_string(), edits, caller };
             if end_of_stream {
                 // No body at all: answer as the body phase would for an empty body.
                 return on_body(gw, host, headers, pending, b"", rec);
@@ -134,9 +134,9 @@ pub fn on_headers(gw: &mut Gateway, host: &dyn Host, headers: &[(String, String)
                 }
                 Some(Err(refusal)) => refuse(&gw.config, rec, refusal, None),
                 _ => {
-                    let pending = Pending { backend: backend.to_string(), edits, caller, task };
+                    let pending = Pending { backend: backend.to_string(), edits, caller };
                     let ask = Ask { method: http_method, name: None };
-                    authorize(gw, host, pending, ask, None, rec)
+                    authorize(gw, host, headers, pending, Era::Legacy, ask, None, rec)
                 }
             }
         }
@@ -166,13 +166,42 @@ pub fn on_body(gw: &mut Gateway, host: &dyn Host, headers: &[(String, String)], 
         pending.edits.remove.push(agreement::H_SESSION_ID.to_string());
     }
     let ask = Ask { method: env.method.as_deref().unwrap_or(""), name: env.name.as_deref() };
-    authorize(gw, host, pending, ask, env.id, rec)
+    authorize(gw, host, headers, pending, agreed.era, ask, env.id, rec)
 }
 
-/// Policy, then delegation: decides the backend token and sets it as the only credential.
-fn authorize(gw: &mut Gateway, host: &dyn Host, pending: Pending, ask: Ask<'_>, id: Option<&serde_json::value::RawValue>, rec: &mut Record) -> Step {
+/// Workflow binding, policy, then delegation: decides the backend token and sets it as the
+/// only credential.
+#[allow(clippy::too_many_arguments)]
+fn authorize(
+    gw: &mut Gateway,
+    host: &dyn Host,
+    headers: &[(String, String)],
+    pending: Pending,
+    era: Era,
+    ask: Ask<'_>,
+    id: Option<&serde_json::value::RawValue>,
+    rec: &mut Record,
+) -> Step {
     let now = host.now();
-    let grant = match delegation::plan(&gw.config, &pending.caller, &pending.backend, &pending.task, now, None) {
+    let bound = {
+        let cfg = workflow_config(gw);
+        let wf_ask = workflow::Ask {
+            caller: &pending.caller,
+            backend: &pending.backend,
+            era,
+            method: ask.method,
+            task_header: header(headers, agreement::H_TASK_ID),
+            session_header: header(headers, agreement::H_SESSION_ID).filter(|_| era == Era::Legacy),
+        };
+        workflow::bind(&cfg, host, &wf_ask)
+    };
+    let bound = match bound {
+        Ok(b) => b,
+        Err(refusal) => return refuse(&gw.config, rec, refusal, id),
+    };
+    rec.task = bound.task.clone();
+    rec.session = bound.session_tag.clone();
+    let grant = match delegation::plan(&gw.config, &pending.caller, &pending.backend, &bound.task, now, bound.not_after) {
         Ok(g) => g,
         Err(refusal) => return refuse(&gw.config, rec, refusal, id),
     };
@@ -200,8 +229,25 @@ fn authorize(gw: &mut Gateway, host: &dyn Host, pending: Pending, ask: Ask<'_>, 
     rec.act = minted.act.chain().into_iter().map(str::to_string).collect();
     rec.depth = minted.act.depth();
     let mut edits = pending.edits;
+    edits.set.extend(bound.set);
     edits.set.push(("authorization", format!("Bearer {}", minted.token)));
+    edits.on_response = bound.on_response;
     Step::Forward(edits)
+}
+
+/// The binding settings of this gateway.
+pub fn workflow_config(gw: &Gateway) -> WorkflowConfig<'_> {
+    WorkflowConfig {
+        keys: &gw.trust.workflow,
+        sessions: &gw.config.sessions,
+        tasks: &gw.config.tasks,
+        policy_version: gw.config.policy_version,
+    }
+}
+
+/// Response phase: the `Mcp-Session-Id` to show the client (`None`: remove the upstream's).
+pub fn on_response(gw: &Gateway, host: &dyn Host, plan: &OnResponse, upstream_session: Option<&str>) -> Option<String> {
+    workflow::on_response(&workflow_config(gw), host, plan, upstream_session)
 }
 
 /// Verifies the bearer token, through the cache.

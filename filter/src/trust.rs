@@ -9,7 +9,9 @@ use jwt_simple::prelude::*;
 
 use crate::config::{Config, IdpConfig};
 use crate::identity::{self, Caller, Key, KeySet, McpClaims, Origin, TrustedIssuer};
+use crate::session::{decode_key, SealKeys};
 use crate::verdict::AuthFailure;
+use crate::workflow::WorkflowKeys;
 
 /// Everything needed to verify callers and mint backend tokens.
 pub struct Trust {
@@ -19,6 +21,7 @@ pub struct Trust {
     pub signer: Ed25519KeyPair,
     /// The gateway's public JWKS document, served at `/.well-known/jwks.json`.
     pub jwks_json: String,
+    pub workflow: WorkflowKeys,
 }
 
 impl Trust {
@@ -39,6 +42,20 @@ impl Trust {
                 }
             },
         };
+        let seal = env(&config.seal_keys_env)
+            .ok_or_else(|| format!("seal_keys_env: environment variable {} is not set", config.seal_keys_env))
+            .and_then(|spec| SealKeys::from_spec(&spec).map_err(|e| format!("seal_keys_env: {}: {e}", config.seal_keys_env)));
+        let hash = env(&config.hash_key_env)
+            .ok_or_else(|| format!("hash_key_env: environment variable {} is not set", config.hash_key_env))
+            .and_then(|k| decode_key(&k).map_err(|e| format!("hash_key_env: {}: {e}", config.hash_key_env)));
+        let workflow = match (seal, hash) {
+            (Ok(seal), Ok(hash)) => Some(WorkflowKeys { seal, hash }),
+            (seal, hash) => {
+                problems.extend(seal.err());
+                problems.extend(hash.err());
+                None
+            }
+        };
         let mut idps = Vec::new();
         for (i, idp) in config.identity_providers.iter().enumerate() {
             match trusted_idp(idp, env) {
@@ -46,7 +63,7 @@ impl Trust {
                 Err(e) => problems.push(format!("identity_providers[{i}].{e}")),
             }
         }
-        let Some(signer) = signer.filter(|_| problems.is_empty()) else {
+        let (Some(signer), Some(workflow), true) = (signer, workflow, problems.is_empty()) else {
             return Err(problems);
         };
         let public = signer.public_key();
@@ -57,7 +74,7 @@ impl Trust {
             algorithms: vec!["EdDSA".into()],
             keys: KeySet::from_keys(vec![Key::EdDsa(public)]),
         };
-        Ok(Trust { idps, own, signer, jwks_json })
+        Ok(Trust { idps, own, signer, jwks_json, workflow })
     }
 
     /// Verifies a bearer token as a user token of an identity provider or a hop token of the
@@ -130,7 +147,12 @@ pub(crate) mod tests {
 
     pub fn signing_env() -> impl Fn(&str) -> Option<String> {
         let pem = Ed25519KeyPair::generate().to_pem();
-        move |name: &str| (name == "MCP_GW_SIGNING_KEY").then(|| pem.clone())
+        move |name: &str| match name {
+            "MCP_GW_SIGNING_KEY" => Some(pem.clone()),
+            "MCP_GW_SEAL_KEYS" => Some("k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=".into()),
+            "MCP_GW_HASH_KEY" => Some("AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=".into()),
+            _ => None,
+        }
     }
 
     #[test]

@@ -5,6 +5,8 @@
 
 use serde_json::value::RawValue;
 
+use crate::session::{SessionError, TaskError};
+
 /// JSON-RPC error codes used by the gateway (JSON-RPC 2.0 and the MCP specification).
 pub mod code {
     pub const PARSE_ERROR: i64 = -32700;
@@ -81,6 +83,10 @@ pub enum Refusal {
     DelegationTooDeep,
     /// The gateway cannot mint (no signing key); fail closed rather than forward.
     MintUnavailable,
+    /// A legacy session handle that may not be used: 404 tells the client to initialize again.
+    Session(SessionError),
+    /// A modern task past its lifetime or revoked: the agent starts a new task.
+    Task(TaskError),
 }
 
 impl Refusal {
@@ -95,6 +101,8 @@ impl Refusal {
             Refusal::Unauthenticated(_) => 401,
             Refusal::InsufficientScope(_) | Refusal::DelegationNotAllowed | Refusal::DelegationTooDeep => 403,
             Refusal::MintUnavailable => 503,
+            Refusal::Session(_) => 404,
+            Refusal::Task(_) => 403,
             Refusal::BodyTooLarge => 413,
             Refusal::UnsupportedMediaType => 415,
             Refusal::UnknownBackend => 404,
@@ -117,6 +125,8 @@ impl Refusal {
             Refusal::Unauthenticated(_) => code::UNAUTHENTICATED,
             Refusal::InsufficientScope(_) | Refusal::DelegationNotAllowed | Refusal::DelegationTooDeep => code::FORBIDDEN,
             Refusal::MintUnavailable => code::INTERNAL,
+            Refusal::Session(_) => code::SESSION_NOT_FOUND,
+            Refusal::Task(_) => code::TASK_REFUSED,
         }
     }
 
@@ -137,6 +147,8 @@ impl Refusal {
             Refusal::DelegationNotAllowed => "delegation_not_allowed",
             Refusal::DelegationTooDeep => "delegation_too_deep",
             Refusal::MintUnavailable => "mint_unavailable",
+            Refusal::Session(e) => e.reason(),
+            Refusal::Task(e) => e.reason(),
         }
     }
 
@@ -156,6 +168,9 @@ impl Refusal {
             Refusal::DelegationNotAllowed => "Forbidden: this delegation is not allowed",
             Refusal::DelegationTooDeep => "Forbidden: delegation depth limit reached",
             Refusal::MintUnavailable => "Gateway cannot mint backend tokens",
+            Refusal::Session(_) => "Session not found: initialize a new session",
+            Refusal::Task(TaskError::Expired) => "Task expired: start a new task (new Mcp-Task-Id)",
+            Refusal::Task(TaskError::Revoked) => "Task revoked: start a new task (new Mcp-Task-Id)",
         }
     }
 

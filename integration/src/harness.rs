@@ -298,6 +298,11 @@ impl Gateway {
         self.envoy.output()
     }
 
+    /// The gateway's own admin listener (revocation).
+    pub fn gateway_admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.ports.gateway_admin, path)
+    }
+
     /// Envoy admin GET (e.g. `/stats/prometheus`).
     pub fn admin_get(&self, path: &str) -> String {
         http_get(&format!("127.0.0.1:{}", self.ports.admin), path).map(|(_, b)| b).unwrap_or_default()

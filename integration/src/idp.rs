@@ -36,6 +36,9 @@ impl Keys {
     pub fn seal_keys(&self) -> PathBuf {
         self.dir.join("seal.keys")
     }
+    pub fn hash_key(&self) -> PathBuf {
+        self.dir.join("hash.key")
+    }
 
     /// Creates whatever key is missing in `dir` (never overwrites).
     pub fn ensure(dir: &Path) -> std::io::Result<Keys> {
@@ -48,10 +51,10 @@ impl Keys {
             std::fs::write(keys.gateway_pem(), Ed25519KeyPair::generate().to_pem())?;
         }
         if !keys.seal_keys().exists() {
-            let mut key = [0u8; 32];
-            getrandom::fill(&mut key).map_err(|e| std::io::Error::other(e.to_string()))?;
-            let b64 = base64::engine::general_purpose::STANDARD.encode(key);
-            std::fs::write(keys.seal_keys(), format!("k1:{b64}\n"))?;
+            std::fs::write(keys.seal_keys(), format!("k1:{}\n", random_key()?))?;
+        }
+        if !keys.hash_key().exists() {
+            std::fs::write(keys.hash_key(), format!("{}\n", random_key()?))?;
         }
         Ok(keys)
     }
@@ -76,6 +79,7 @@ impl Keys {
         Ok(vec![
             ("MCP_GW_SIGNING_KEY".into(), std::fs::read_to_string(self.gateway_pem())?),
             ("MCP_GW_SEAL_KEYS".into(), std::fs::read_to_string(self.seal_keys())?.trim().to_string()),
+            ("MCP_GW_HASH_KEY".into(), std::fs::read_to_string(self.hash_key())?.trim().to_string()),
         ])
     }
 }
@@ -122,6 +126,13 @@ impl TokenSpec {
     pub fn sign(&self, keys: &Keys) -> std::io::Result<String> {
         keys.idp_key()?.sign(self.claims()).map_err(|e| std::io::Error::other(e.to_string()))
     }
+}
+
+/// 32 random bytes, base64.
+fn random_key() -> std::io::Result<String> {
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(key))
 }
 
 /// A random URL-safe id.

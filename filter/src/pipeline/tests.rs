@@ -204,3 +204,93 @@ fn well_known_endpoints_are_served_locally() {
     assert_eq!(doc["resource"], "http://127.0.0.1:10000/mcp/files");
     assert_eq!(doc["authorization_servers"][0], "demo-idp");
 }
+
+fn set_header<'a>(step: &'a Step, name: &str) -> Option<&'a str> {
+    let Step::Forward(edits) = step else { panic!("expected forward, got {step:?}") };
+    edits.set.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
+}
+
+impl World {
+    fn token_for(&self, sub: &str, scope: &str) -> String {
+        self.idp.sign(claims(sub, scope, NOW - 10, 100_000)).unwrap()
+    }
+
+    /// A legacy initialize whose upstream answers with `upstream_id`: returns the client's handle.
+    fn initialize(&mut self, token: &str, upstream_id: &str) -> String {
+        let body = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18"}}"#;
+        let (step, _) = self.send("POST", "/mcp/files", &[("authorization", &format!("Bearer {token}"))], body);
+        assert!(set_header(&step, "x-mcp-affinity").is_some());
+        let Step::Forward(edits) = step else { unreachable!() };
+        on_response(&self.gw, &self.host, &edits.on_response, Some(upstream_id)).expect("handle")
+    }
+
+    fn legacy_call(&mut self, token: &str, handle: &str) -> (Step, Record) {
+        let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#;
+        self.send("POST", "/mcp/files", &[("authorization", &format!("Bearer {token}")), ("mcp-session-id", handle)], body)
+    }
+
+    fn modern_task_call(&mut self, token: &str, task: &str) -> (Step, Record) {
+        let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#;
+        let h = [("authorization", format!("Bearer {token}")), ("mcp-task-id", task.to_string()), ("mcp-protocol-version", "2026-07-28".into()), ("mcp-method", "tools/call".into()), ("mcp-name", "echo".into())];
+        let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        self.send("POST", "/mcp/files", &h, body)
+    }
+}
+
+#[test]
+fn sealed_session_restores_upstream_id_and_affinity() {
+    let mut w = world("");
+    let alice = w.token_for("alice", "files:read");
+    let handle = w.initialize(&alice, "upstream-uuid-1");
+    assert!(!handle.contains("upstream-uuid-1"));
+    let (step, rec) = w.legacy_call(&alice, &handle);
+    assert_eq!(set_header(&step, "mcp-session-id"), Some("upstream-uuid-1"));
+    let (again, _) = w.legacy_call(&alice, &handle);
+    assert_eq!(set_header(&step, "x-mcp-affinity"), set_header(&again, "x-mcp-affinity"));
+    assert_eq!(rec.session.len(), 12, "audit carries a short tag, not the handle");
+}
+
+#[test]
+fn session_of_another_subject_or_tampered_is_404() {
+    let mut w = world("");
+    let alice = w.token_for("alice", "files:read");
+    let mallory = w.token_for("mallory", "files:read");
+    let handle = w.initialize(&alice, "upstream-uuid-1");
+    let (step, rec) = w.legacy_call(&mallory, &handle);
+    assert_eq!((status(&step), rec.reason), (404, "session_hijack"));
+    let mut flipped = handle.clone().into_bytes();
+    flipped[40] = if flipped[40] == b'A' { b'B' } else { b'A' };
+    let (step, rec) = w.legacy_call(&alice, &String::from_utf8(flipped).unwrap());
+    assert_eq!((status(&step), rec.reason), (404, "session_invalid"));
+}
+
+#[test]
+fn idle_session_expires_and_minted_token_never_outlives_it() {
+    let mut w = world(r#","sessions":{"idle_secs":60,"absolute_secs":120}"#);
+    let alice = w.token_for("alice", "files:read");
+    let handle = w.initialize(&alice, "u-1");
+    let (step, rec) = w.legacy_call(&alice, &handle);
+    forwarded_token(&step);
+    assert_eq!(rec.decision, audit::ALLOW);
+    w.host.now.set(NOW + 61);
+    let (step, rec) = w.legacy_call(&alice, &handle);
+    assert_eq!((status(&step), rec.reason), (404, "session_idle_expired"));
+}
+
+#[test]
+fn modern_task_binds_per_subject_and_expires_with_32010() {
+    let mut w = world(r#","tasks":{"idle_secs":60,"absolute_secs":600}"#);
+    let alice = w.token_for("alice", "files:read");
+    let bob = w.token_for("bob", "files:read");
+    let a1 = set_header(&w.modern_task_call(&alice, "t-1").0, "x-mcp-affinity").unwrap().to_string();
+    let a2 = set_header(&w.modern_task_call(&alice, "t-1").0, "x-mcp-affinity").unwrap().to_string();
+    let b1 = set_header(&w.modern_task_call(&bob, "t-1").0, "x-mcp-affinity").unwrap().to_string();
+    assert_eq!(a1, a2);
+    assert_ne!(a1, b1, "another subject's same task id is another binding");
+    w.host.now.set(NOW + 61);
+    let (step, rec) = w.modern_task_call(&alice, "t-1");
+    let Step::Reply(reply) = step else { panic!() };
+    assert_eq!((reply.status, rec.reason), (403, "task_expired"));
+    assert!(String::from_utf8_lossy(&reply.body).contains("-32010"));
+    assert!(set_header(&w.modern_task_call(&alice, "t-2").0, "x-mcp-affinity").is_some(), "a new task starts clean");
+}

@@ -85,3 +85,66 @@ pub fn tool_text(body: &str) -> String {
     let v: Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("no JSON-RPC message ({e}): {body}"));
     v["result"]["content"][0]["text"].as_str().unwrap_or_else(|| panic!("no text: {v}")).to_string()
 }
+
+/// The `mcp_audit` records in Envoy's log so far, oldest first.
+pub fn audit_records(gw: &Gateway) -> Vec<Value> {
+    gw.envoy_log()
+        .lines()
+        .filter_map(|line| line.split_once("mcp_audit: "))
+        .filter_map(|(_, json)| serde_json::from_str(json).ok())
+        .collect()
+}
+
+/// The first audit record matching `wanted`. Envoy writes it when the request ends, which can
+/// be just after the client has read its response, so this waits a little.
+pub async fn wait_audit(gw: &Gateway, wanted: impl Fn(&Value) -> bool) -> Value {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(record) = audit_records(gw).into_iter().find(|r| wanted(r)) {
+            return record;
+        }
+        if start.elapsed() > std::time::Duration::from_secs(5) {
+            panic!("no matching mcp_audit record in:\n{:#?}", audit_records(gw));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// The audit record at `index` (0 = the first one logged), once Envoy has written it.
+pub async fn nth_audit(gw: &Gateway, index: usize) -> Value {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(record) = audit_records(gw).into_iter().nth(index) {
+            return record;
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(5), "no mcp_audit record #{index}:\n{:#?}", audit_records(gw));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// The bearer tokens of the last requests every backend replica received.
+pub async fn backend_bearer_tokens(gw: &Gateway) -> Vec<String> {
+    let mut tokens = Vec::new();
+    for i in 0..3 {
+        let requests: Vec<Value> =
+            reqwest::get(gw.backend_url(i, "/_debug/last_requests")).await.expect("last requests").json().await.expect("JSON");
+        for request in requests {
+            let headers = request["headers"].as_array().cloned().unwrap_or_default();
+            for pair in headers {
+                if pair[0] == "authorization" {
+                    let value = pair[1].as_str().unwrap_or_default();
+                    tokens.push(value.strip_prefix("Bearer ").unwrap_or(value).to_string());
+                }
+            }
+        }
+    }
+    tokens
+}
+
+/// The payload of a compact JWT, unverified.
+pub fn jwt_payload(token: &str) -> Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).unwrap_or_else(|| panic!("not a JWT: {token}"));
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).expect("base64url payload");
+    serde_json::from_slice(&bytes).expect("JSON payload")
+}

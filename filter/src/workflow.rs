@@ -1,0 +1,182 @@
+//! Binds each request to its workflow: the task, the affinity key Envoy's ring hash pins on,
+//! and (legacy era) the sealed session. Enforces the binding's lifetime on every request.
+//!
+//! State lives in proxy-wasm shared data (every worker of one Envoy sees it) through [`Host`]:
+//! `mcpgw:task:<affinity>` and `mcpgw:sess:<tag>` use records, and `mcpgw:revocations`.
+
+use crate::agreement::Era;
+use crate::config::AFFINITY_HEADER;
+use crate::host::Host;
+use crate::identity::{Caller, Origin};
+use crate::session::{self, Binding, Expected, Limits, Revocations, SealKeys, SessionError, TaskError, Usage, NONCE_LEN};
+use crate::verdict::Refusal;
+
+pub const REVOCATIONS_KEY: &str = "mcpgw:revocations";
+const SESSION_ID: &str = "mcp-session-id";
+
+/// Keys for sealing session handles and for keyed hashes (affinity, session tags).
+pub struct WorkflowKeys {
+    pub seal: SealKeys,
+    /// Stable across seal-key rotation and shared by replicas, so affinity and tags stay put.
+    pub hash: [u8; 32],
+}
+
+/// Settings the binding decisions need.
+pub struct WorkflowConfig<'a> {
+    pub keys: &'a WorkflowKeys,
+    pub sessions: &'a Limits,
+    pub tasks: &'a Limits,
+    pub policy_version: u32,
+}
+
+/// The request's facts that binding needs.
+pub struct Ask<'a> {
+    pub caller: &'a Caller,
+    pub backend: &'a str,
+    pub era: Era,
+    /// JSON-RPC method, or the HTTP method for GET/DELETE.
+    pub method: &'a str,
+    pub task_header: Option<&'a str>,
+    pub session_header: Option<&'a str>,
+}
+
+/// What must happen to the upstream's `Mcp-Session-Id` on the way back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum OnResponse {
+    /// No session: an upstream session id is removed (the backend's id never reaches clients).
+    #[default]
+    Strip,
+    /// `initialize`: seal the upstream's new id into a handle for the client.
+    Seal(Box<Binding>),
+    /// A live session: show the client its handle again.
+    Handle(String),
+}
+
+/// The binding decided for one request.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Bound {
+    pub task: String,
+    /// Header edits for upstream (affinity, restored session id).
+    pub set: Vec<(&'static str, String)>,
+    /// Minted tokens must not outlive this (end of the session or task).
+    pub not_after: Option<u64>,
+    /// Audit `session`: the handle's tag, never the handle.
+    pub session_tag: String,
+    pub on_response: OnResponse,
+}
+
+/// Decides task, affinity and session for a request, or refuses it.
+pub fn bind(cfg: &WorkflowConfig<'_>, host: &dyn Host, ask: &Ask<'_>) -> Result<Bound, Refusal> {
+    let hop_task = match &ask.caller.origin {
+        Origin::Hop { task: Some(t), .. } => Some(t.as_str()),
+        _ => None,
+    };
+    let explicit_task = hop_task.or(ask.task_header);
+    let now = host.now();
+    match ask.era {
+        Era::Legacy if ask.method == "initialize" => {
+            // The upstream id does not exist yet, so the affinity is chosen here; hashing on the
+            // session id would send initialize and later requests to different replicas.
+            let task = explicit_task.map_or_else(|| host.random_id(), str::to_string);
+            let affinity = session::new_affinity(host.random16());
+            let expires_at = now + cfg.sessions.absolute_secs;
+            let binding = Binding {
+                upstream_session: String::new(),
+                affinity: affinity.clone(),
+                sub: ask.caller.sub.clone(),
+                task: task.clone(),
+                backend: ask.backend.to_string(),
+                issued_at: now,
+                expires_at,
+                policy_version: cfg.policy_version,
+            };
+            Ok(Bound {
+                task,
+                set: vec![(AFFINITY_HEADER, affinity)],
+                not_after: Some(expires_at),
+                session_tag: String::new(),
+                on_response: OnResponse::Seal(Box::new(binding)),
+            })
+        }
+        Era::Legacy => match ask.session_header {
+            Some(handle) => restore_session(cfg, host, ask, handle, hop_task.or(ask.task_header)),
+            None => Ok(Bound { task: explicit_task.map_or_else(|| host.random_id(), str::to_string), ..Bound::default() }),
+        },
+        Era::Modern => match explicit_task {
+            Some(task) => bind_task(cfg, host, ask, task),
+            // A stateless request without a task needs no binding.
+            None => Ok(Bound { task: host.random_id(), ..Bound::default() }),
+        },
+    }
+}
+
+fn restore_session(cfg: &WorkflowConfig<'_>, host: &dyn Host, ask: &Ask<'_>, handle: &str, task: Option<&str>) -> Result<Bound, Refusal> {
+    let binding = session::open(&cfg.keys.seal, handle).map_err(Refusal::Session)?;
+    let tag = session::session_tag(&cfg.keys.hash, handle);
+    let key = format!("mcpgw:sess:{tag}");
+    let (stored, _) = host.shared_get(&key);
+    let usage = stored.as_deref().and_then(Usage::decode);
+    let revocations = read_revocations(host).ok_or(Refusal::Session(SessionError::Revoked))?;
+    let expected = Expected { sub: &ask.caller.sub, backend: ask.backend, task, policy_version: cfg.policy_version };
+    let now = host.now();
+    let record = session::check_session(&binding, &tag, &expected, now, usage, cfg.sessions, &revocations)
+        .map_err(Refusal::Session)?;
+    let record = if ask.method == "DELETE" { record.ended_at(now) } else { record };
+    if usage != Some(record) {
+        host.shared_set(&key, &record.encode(), None);
+    }
+    let not_after = binding.expires_at.min(binding.issued_at + cfg.sessions.absolute_secs);
+    Ok(Bound {
+        task: binding.task.clone(),
+        set: vec![(SESSION_ID, binding.upstream_session.clone()), (AFFINITY_HEADER, binding.affinity.clone())],
+        not_after: Some(not_after),
+        session_tag: tag,
+        on_response: OnResponse::Handle(handle.to_string()),
+    })
+}
+
+fn bind_task(cfg: &WorkflowConfig<'_>, host: &dyn Host, ask: &Ask<'_>, task: &str) -> Result<Bound, Refusal> {
+    let affinity = session::affinity_for_task(&cfg.keys.hash, &ask.caller.sub, ask.backend, task);
+    let key = format!("mcpgw:task:{affinity}");
+    let (stored, _) = host.shared_get(&key);
+    let usage = stored.as_deref().and_then(Usage::decode);
+    let revocations = read_revocations(host).ok_or(Refusal::Task(TaskError::Revoked))?;
+    let now = host.now();
+    let record = session::check_task(usage, now, cfg.tasks, &revocations, &ask.caller.sub, task).map_err(Refusal::Task)?;
+    // Time is in seconds: most calls of a busy task change nothing, and skip the write.
+    if usage != Some(record) {
+        host.shared_set(&key, &record.encode(), None);
+    }
+    let not_after = (record.first + cfg.tasks.absolute_secs).min(record.last + cfg.tasks.idle_secs);
+    Ok(Bound { task: task.to_string(), set: vec![(AFFINITY_HEADER, affinity)], not_after: Some(not_after), ..Bound::default() })
+}
+
+/// The revocation table every worker shares; `None` when unreadable (callers fail closed).
+fn read_revocations(host: &dyn Host) -> Option<Revocations> {
+    match host.shared_get(REVOCATIONS_KEY).0 {
+        None => Some(Revocations::default()),
+        Some(bytes) => Revocations::decode(&bytes).ok(),
+    }
+}
+
+/// The `Mcp-Session-Id` value to show the client, given what the upstream answered.
+pub fn on_response(cfg: &WorkflowConfig<'_>, host: &dyn Host, plan: &OnResponse, upstream: Option<&str>) -> Option<String> {
+    let upstream = upstream?;
+    match plan {
+        OnResponse::Strip => None,
+        OnResponse::Handle(handle) => Some(handle.clone()),
+        OnResponse::Seal(binding) => {
+            if !session::valid_upstream_session_id(upstream) {
+                return None;
+            }
+            let binding = Binding { upstream_session: upstream.to_string(), ..(**binding).clone() };
+            let mut nonce = [0u8; NONCE_LEN];
+            nonce[..16].copy_from_slice(&host.random16());
+            nonce[16..].copy_from_slice(&host.random16()[..NONCE_LEN - 16]);
+            let handle = session::seal(&cfg.keys.seal, &binding, nonce).ok()?;
+            let tag = session::session_tag(&cfg.keys.hash, &handle);
+            host.shared_set(&format!("mcpgw:sess:{tag}"), &Usage::new(binding.issued_at).encode(), None);
+            Some(handle)
+        }
+    }
+}
