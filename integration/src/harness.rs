@@ -263,6 +263,24 @@ impl Gateway {
         gw
     }
 
+    /// A second gateway Envoy in front of the same backends and IdP, with the same keys (two
+    /// replicas of the gateway). Its ports are in the returned [`Ports`].
+    pub fn second_gateway(&self, options: &Options) -> (Proc, Ports) {
+        let fresh = Ports::free();
+        let ports = Ports { gateway: fresh.gateway, admin: fresh.admin, gateway_admin: fresh.gateway_admin, ..self.ports };
+        let dir = self.dir.join("second");
+        std::fs::create_dir_all(&dir).expect("dir");
+        let env = self.keys.envoy_env().expect("key env");
+        let mut envoy = start_envoy(options, &ports, &dir, &env);
+        wait_http_ok(&format!("127.0.0.1:{}", ports.admin), "/ready", &mut envoy, Duration::from_secs(30));
+        let start = Instant::now();
+        while envoy.output().matches("jwks: identity_providers[0] refreshed").count() < options.concurrency as usize {
+            assert!(start.elapsed() < Duration::from_secs(20), "second gateway has no IdP keys:\n{}", envoy.output());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (envoy, ports)
+    }
+
     /// Waits until Envoy's log has `needle` at least `count` times.
     pub fn wait_for_log(&self, needle: &str, count: usize, timeout: Duration) {
         let start = Instant::now();

@@ -148,3 +148,57 @@ pub fn jwt_payload(token: &str) -> Value {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).expect("base64url payload");
     serde_json::from_slice(&bytes).expect("JSON payload")
 }
+
+/// A raw legacy session: `initialize`, `notifications/initialized`, then calls with the handle.
+pub struct Legacy {
+    pub url: String,
+    pub token: String,
+    pub handle: String,
+}
+
+pub const LEGACY_VERSION: &str = "2025-06-18";
+
+impl Legacy {
+    /// Initializes through `url`; panics unless the gateway answers with a session handle.
+    pub async fn open(url: &str, token: &str) -> Legacy {
+        let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#;
+        let resp = post(url, token, &[], init).await;
+        assert_eq!(resp.status, 200, "initialize: {}", resp.body);
+        let handle = resp.header("mcp-session-id").expect("session handle").to_string();
+        let legacy = Legacy { url: url.to_string(), token: token.to_string(), handle };
+        let note = legacy.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).await;
+        assert!(note.status < 300, "initialized: {} {}", note.status, note.body);
+        legacy
+    }
+
+    /// Sends one message in this session.
+    pub async fn send(&self, body: &str) -> Raw {
+        post(&self.url, &self.token, &[("mcp-session-id", &self.handle), ("mcp-protocol-version", LEGACY_VERSION)], body).await
+    }
+
+    /// Calls a tool; the raw response.
+    pub async fn call(&self, tool: &str, args: &str) -> Raw {
+        self.send(&format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{tool}","arguments":{args}}}}}"#)).await
+    }
+
+    /// `whoami` as JSON.
+    pub async fn whoami(&self) -> Value {
+        let resp = self.call("whoami", "{}").await;
+        assert_eq!(resp.status, 200, "whoami: {}", resp.body);
+        serde_json::from_str(&tool_text(&resp.body)).unwrap()
+    }
+}
+
+/// A modern `whoami` with a task id, raw.
+pub async fn modern_whoami(url: &str, token: &str, task: &str) -> Raw {
+    let mut headers = modern_headers("whoami");
+    headers.push(("mcp-task-id", task.to_string()));
+    let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    post(url, token, &h, &modern_call(1, "whoami", "{}")).await
+}
+
+/// The JSON `whoami` returned in a raw response.
+pub fn whoami_of(resp: &Raw) -> Value {
+    assert_eq!(resp.status, 200, "whoami: {}", resp.body);
+    serde_json::from_str(&tool_text(&resp.body)).unwrap()
+}
