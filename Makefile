@@ -26,11 +26,11 @@ integration: build
 test: unit integration
 
 run: build
-	cargo build -p integration --release --bins
+	cargo build -p integration --bins
 	./scripts/run-demo.sh
 
 token:
-	@cargo run -q -p integration --release --bin mcp-token -- --sub "$(SUB)" --scope "$(SCOPE)" --ttl "$(TTL)"
+	@cargo run -q -p integration --bin mcp-token -- --sub "$(SUB)" --scope "$(SCOPE)" --ttl "$(TTL)"
 
 envoy-yaml:
 	cargo run -q -p integration --bin render-envoy > envoy/envoy.yaml

@@ -49,6 +49,25 @@ pub struct Config {
     /// Sessions sealed under another policy version must initialize again.
     #[serde(default = "defaults::policy_version")]
     pub policy_version: u32,
+    /// What the audit line may show.
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// `raw` (default) or `hash`: a keyed hash of the subject, stable for joining lines.
+    #[serde(default)]
+    pub subject: SubjectLogging,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SubjectLogging {
+    #[default]
+    Raw,
+    Hash,
 }
 
 /// One backend: what its tokens may carry and what each method, tool or resource needs.

@@ -11,6 +11,7 @@ pub mod delegation;
 pub mod envelope;
 pub mod host;
 pub mod identity;
+pub mod metrics;
 pub mod pipeline;
 pub mod policy;
 pub mod session;
@@ -25,13 +26,14 @@ mod glue {
     use std::time::{Duration, UNIX_EPOCH};
 
     use proxy_wasm::traits::{Context, HttpContext, RootContext};
-    use proxy_wasm::types::{Action, ContextType, LogLevel};
+    use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
 
     use crate::admin::{self, AdminConfig};
     use crate::audit::Record;
     use crate::workflow::{OnResponse, WorkflowKeys};
     use crate::config::Config;
     use crate::host::Host;
+    use crate::metrics::{self, Tally};
     use crate::pipeline::{self, Edits, Gateway, Pending, Step};
     use crate::trust::Trust;
     use crate::verdict::Reply;
@@ -73,6 +75,34 @@ mod glue {
 
     type Shared = Rc<RefCell<Gateway>>;
 
+    thread_local! {
+        /// Envoy metric ids by name, defined on first use (one VM per worker thread).
+        static METRIC_IDS: RefCell<std::collections::HashMap<String, u32>> = RefCell::new(Default::default());
+    }
+
+    fn metric(name: &str, kind: MetricType) -> Option<u32> {
+        METRIC_IDS.with(|ids| {
+            if let Some(id) = ids.borrow().get(name) {
+                return Some(*id);
+            }
+            let id = proxy_wasm::hostcalls::define_metric(kind, name).ok()?;
+            ids.borrow_mut().insert(name.to_string(), id);
+            Some(id)
+        })
+    }
+
+    fn count(name: &str, delta: u64) {
+        if let Some(id) = metric(name, MetricType::Counter) {
+            let _ = proxy_wasm::hostcalls::increment_metric(id, delta as i64);
+        }
+    }
+
+    fn observe(name: &str, value: u64) {
+        if let Some(id) = metric(name, MetricType::Histogram) {
+            let _ = proxy_wasm::hostcalls::record_metric(id, value);
+        }
+    }
+
     /// When to fetch one identity provider's JWKS.
     #[derive(Clone, Copy)]
     struct JwksSchedule {
@@ -89,6 +119,8 @@ mod glue {
         /// In-flight JWKS fetches: call token → identity provider index.
         fetches: Vec<(u32, usize)>,
         schedules: Vec<JwksSchedule>,
+        /// Event counts already flushed to Envoy's counters.
+        flushed: Tally,
     }
 
     impl Context for Root {
@@ -107,6 +139,7 @@ mod glue {
             let uri = gw.config.identity_providers[idp].jwks_uri.clone();
             let (refresh, retry) = uri.map_or((300, 5), |u| (u.refresh_secs, u.min_refresh_secs));
             // On failure keep the last good keys and retry soon, not after a full interval.
+            count(if result.is_ok() { "mcp_gateway.jwks.refresh_ok" } else { "mcp_gateway.jwks.refresh_failed" }, 1);
             let wait = match &result {
                 Ok(n) => {
                     log::info!("jwks: identity_providers[{idp}] refreshed, {n} keys");
@@ -152,10 +185,8 @@ mod glue {
                         .map(|idp| JwksSchedule { idp, next: 0, last: 0 })
                         .collect();
                     // A short tick: the first fetch (and a refetch on an unknown kid) should not
-                    // wait; each tick only compares times until a fetch is due.
-                    if !self.schedules.is_empty() {
-                        self.set_tick_period(Duration::from_millis(200));
-                    }
+                    // wait; each tick only compares times and flushes counters.
+                    self.set_tick_period(Duration::from_millis(200));
                     self.gateway = Some(Rc::new(RefCell::new(gw)));
                     true
                 }
@@ -169,12 +200,18 @@ mod glue {
 
         fn on_tick(&mut self) {
             let Some(gw) = self.gateway.clone() else { return };
+            let tally = gw.borrow().tally();
+            for (name, delta) in tally.since(&self.flushed) {
+                count(name, delta);
+            }
+            self.flushed = tally;
             let now = EnvoyHost.now();
-            let unknown_kid_seen = std::mem::take(&mut gw.borrow_mut().jwks_refresh_wanted);
+            // The wish stays until a fetch is dispatched, so a kid seen just after a fetch is
+            // refetched once min_refresh_secs has passed rather than forgotten.
+            let unknown_kid_seen = gw.borrow().jwks_refresh_wanted;
             for i in 0..self.schedules.len() {
                 let s = self.schedules[i];
-                let gwb = gw.borrow();
-                let Some(uri) = &gwb.config.identity_providers[s.idp].jwks_uri else { continue };
+                let Some(uri) = gw.borrow().config.identity_providers[s.idp].jwks_uri.clone() else { continue };
                 // An unknown kid means the IdP rotated: fetch now, but at most once per min_refresh_secs.
                 let due = now >= s.next || (unknown_kid_seen && now >= s.last + uri.min_refresh_secs);
                 if !due || self.fetches.iter().any(|(_, idp)| *idp == s.idp) {
@@ -183,9 +220,13 @@ mod glue {
                 let authority = uri.authority.clone().unwrap_or_else(|| uri.cluster.clone());
                 let headers = vec![(":method", "GET"), (":path", uri.path.as_str()), (":authority", authority.as_str())];
                 match self.dispatch_http_call(&uri.cluster, headers, None, vec![], Duration::from_millis(uri.timeout_ms)) {
-                    Ok(token) => self.fetches.push((token, s.idp)),
+                    Ok(token) => {
+                        self.fetches.push((token, s.idp));
+                        gw.borrow_mut().jwks_refresh_wanted = false;
+                    }
                     Err(e) => log::warn!("jwks: cannot reach cluster {}: {e:?}", uri.cluster),
                 }
+                // Until the answer arrives (or if the call could not start), retry after the minimum.
                 self.schedules[i] = JwksSchedule { idp: s.idp, next: now + uri.min_refresh_secs, last: now };
             }
         }
@@ -237,6 +278,12 @@ mod glue {
         }
 
         fn run(&mut self, step: Step) -> Action {
+            if !self.record.backend.is_empty() && !matches!(step, Step::ReadBody(_)) {
+                // The decision for Envoy's access log: %FILTER_STATE(wasm.mcp_audit:PLAIN)%.
+                let r = &self.record;
+                let state = format!("decision={} reason={} jti={} task={}", r.decision, r.reason, r.jti, r.task);
+                self.set_property(vec!["mcp_audit"], Some(state.as_bytes()));
+            }
             match step {
                 Step::Forward(edits) => {
                     self.apply(&edits);
@@ -295,6 +342,9 @@ mod glue {
             if upstream_session.is_some() {
                 // The backend's session id is never shown: the client sees the sealed handle.
                 let shown = pipeline::on_response(&gw, &EnvoyHost, &self.on_response, upstream_session.as_deref());
+                if shown.is_some() && matches!(self.on_response, OnResponse::Seal(_)) {
+                    count("mcp_gateway.sessions.opened", 1);
+                }
                 self.set_http_response_header("mcp-session-id", shown.as_deref());
             }
             Action::Continue
@@ -311,6 +361,12 @@ mod glue {
                     .unwrap_or(0) as u32;
             }
             log::info!("{}", self.record.line());
+            for name in metrics::request_counters(&self.record) {
+                count(&name, 1);
+            }
+            if self.record.decision == crate::audit::ALLOW {
+                observe(metrics::DELEGATION_DEPTH, u64::from(self.record.depth));
+            }
         }
     }
 

@@ -8,7 +8,8 @@ use std::rc::Rc;
 
 use crate::agreement::{self, Era, McpHeaders};
 use crate::audit::{self, Record};
-use crate::config::Config;
+use crate::config::{Config, SubjectLogging};
+use crate::metrics::{self, Tally};
 use crate::delegation::{self, MintCache};
 use crate::envelope;
 use crate::host::Host;
@@ -26,13 +27,34 @@ pub struct Gateway {
     pub mint_cache: MintCache,
     /// Set when a token named a key no identity provider has: the glue refetches JWKS.
     pub jwks_refresh_wanted: bool,
+    /// Tokens minted by this worker.
+    pub minted: u64,
 }
 
 impl Gateway {
     pub fn new(config: Config, trust: Trust) -> Gateway {
         let verify_cache = VerifyCache::new(config.gateway.verify_cache_entries);
         let mint_cache = MintCache::new(config.gateway.mint_cache_entries);
-        Gateway { config, trust, verify_cache, mint_cache, jwks_refresh_wanted: false }
+        Gateway { config, trust, verify_cache, mint_cache, jwks_refresh_wanted: false, minted: 0 }
+    }
+
+    /// This worker's event counts so far.
+    pub fn tally(&self) -> Tally {
+        Tally {
+            verify_hit: self.verify_cache.hits,
+            verify_miss: self.verify_cache.misses,
+            mint_hit: self.mint_cache.hits,
+            mint_miss: self.mint_cache.misses,
+            minted: self.minted,
+        }
+    }
+
+    /// The subject as the audit line shows it: raw, or a keyed hash for privacy.
+    pub fn audit_subject(&self, sub: &str) -> String {
+        match self.config.audit.subject {
+            SubjectLogging::Raw => sub.to_string(),
+            SubjectLogging::Hash => crate::session::keyed_hash(&self.trust.workflow.hash, "audit-subject", sub),
+        }
     }
 }
 
@@ -92,7 +114,11 @@ pub fn on_headers(gw: &mut Gateway, host: &dyn Host, headers: &[(String, String)
         return Step::Forward(edits);
     };
     rec.backend = backend.to_string();
-    rec.era = Era::Legacy.as_str();
+    // What the headers declare, so refusals before the body is read are audited sensibly; the
+    // body phase overwrites both with checked values.
+    let declares_modern = header(headers, agreement::H_PROTOCOL_VERSION).is_some_and(|v| agreement::is_modern_version(v) == Ok(true));
+    rec.era = if declares_modern { Era::Modern } else { Era::Legacy }.as_str();
+    rec.method = metrics::known_method(header(headers, agreement::H_METHOD).unwrap_or("")).to_string();
     if let Some(task) = header(headers, agreement::H_TASK_ID) {
         if !agreement::valid_task_id(task) {
             return refuse(&gw.config, rec, Refusal::InvalidTaskId, None);
@@ -102,7 +128,7 @@ pub fn on_headers(gw: &mut Gateway, host: &dyn Host, headers: &[(String, String)
         Ok(c) => c,
         Err(failure) => return refuse(&gw.config, rec, Refusal::Unauthenticated(failure), None),
     };
-    rec.sub = caller.sub.clone();
+    rec.sub = gw.audit_subject(&caller.sub);
     rec.parent_jti = caller.jti.clone().unwrap_or_default();
     rec.task = match (&caller.origin, header(headers, agreement::H_TASK_ID)) {
         (Origin::Hop { task: Some(t), .. }, _) => t.clone(),
@@ -217,6 +243,7 @@ fn authorize(
         None => match delegation::mint(&grant, &gw.trust.signer, &gw.config.gateway.issuer, host.random_id(), now) {
             Ok(m) => {
                 gw.mint_cache.put(&grant, m.clone(), now);
+                gw.minted += 1;
                 m
             }
             Err(refusal) => return refuse(&gw.config, rec, refusal, id),

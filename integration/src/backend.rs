@@ -6,6 +6,7 @@
 //! (`server/discover`, `subscriptions/listen`, ...), on the same endpoint.
 
 mod record;
+pub mod signing;
 mod tools;
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};

@@ -147,19 +147,26 @@ impl Drop for Proc {
     }
 }
 
-/// Waits until `addr` answers `GET path` with a 200, or panics with `what` and its log.
+/// Waits until `addr` answers `GET path` with a 200, or panics with the process's log.
 pub fn wait_http_ok(addr: &str, path: &str, proc_: &mut Proc, timeout: Duration) {
+    if let Err(e) = try_wait_http_ok(addr, path, proc_, timeout) {
+        panic!("{e}");
+    }
+}
+
+/// Like [`wait_http_ok`], but says why it failed instead of panicking.
+pub fn try_wait_http_ok(addr: &str, path: &str, proc_: &mut Proc, timeout: Duration) -> Result<(), String> {
     let start = Instant::now();
     while start.elapsed() < timeout {
         if let Some(status) = exited_status(proc_) {
-            panic!("{} exited ({status}) before it was ready:\n{}", proc_.name, proc_.output());
+            return Err(format!("{} exited ({status}) before it was ready:\n{}", proc_.name, proc_.output()));
         }
         if http_get(addr, path).map(|(s, _)| s == 200).unwrap_or(false) {
-            return;
+            return Ok(());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("{} not ready at {addr}{path} after {timeout:?}:\n{}", proc_.name, proc_.output());
+    Err(format!("{} not ready at {addr}{path} after {timeout:?}:\n{}", proc_.name, proc_.output()))
 }
 
 fn exited_status(proc_: &mut Proc) -> Option<std::process::ExitStatus> {
@@ -222,6 +229,19 @@ pub struct Gateway {
 impl Gateway {
     /// Starts the backends, then Envoy, and waits until all are ready.
     pub fn start(options: Options) -> Gateway {
+        // Free ports are found by binding and releasing them, so another process can take one
+        // before ours binds it; a start that failed that way is retried on fresh ports.
+        let mut last = String::new();
+        for _ in 0..3 {
+            match Self::try_start(&options) {
+                Ok(gw) => return gw,
+                Err(e) => last = e,
+            }
+        }
+        panic!("gateway topology did not start: {last}");
+    }
+
+    fn try_start(options: &Options) -> Result<Gateway, String> {
         let ports = Ports::free();
         let dir = std::env::temp_dir().join(format!("mcp-gw-test-{}-{}", std::process::id(), ports.gateway));
         std::fs::create_dir_all(&dir).expect("test dir");
@@ -245,22 +265,23 @@ impl Gateway {
             cmd.args(&options.backend_args);
             backends.push(Proc::spawn(replica, cmd, dir.join(format!("{replica}.log"))));
         }
-        wait_http_ok(&format!("127.0.0.1:{}", ports.idp), "/jwks.json", &mut idp, Duration::from_secs(20));
+        try_wait_http_ok(&format!("127.0.0.1:{}", ports.idp), "/jwks.json", &mut idp, Duration::from_secs(20))?;
         let mut env = keys.envoy_env().expect("key env");
         env.extend(options.envoy_env.iter().cloned());
-        let envoy = start_envoy(&options, &ports, &dir, &env);
+        let envoy = start_envoy(options, &ports, &dir, &env);
         let mut gw = Gateway { ports, dir, keys, envoy, backends, idp };
         for i in 0..gw.backends.len() {
             let port = [ports.files_1, ports.files_2, ports.reports][i];
-            wait_http_ok(&format!("127.0.0.1:{port}"), "/_debug/count", &mut gw.backends[i], Duration::from_secs(20));
+            try_wait_http_ok(&format!("127.0.0.1:{port}"), "/_debug/count", &mut gw.backends[i], Duration::from_secs(20))?;
         }
-        wait_http_ok(&format!("127.0.0.1:{}", ports.admin), "/ready", &mut gw.envoy, Duration::from_secs(30));
+        try_wait_http_ok(&format!("127.0.0.1:{}", ports.admin), "/ready", &mut gw.envoy, Duration::from_secs(30))?;
         if !options.without_filter {
-            // Every worker's VM must hold the IdP keys before a test sends a token.
-            let workers = options.concurrency as usize;
-            gw.wait_for_log("jwks: identity_providers[0] refreshed", workers, Duration::from_secs(20));
+            // Every worker's VM (and the main thread's) must hold the IdP keys before a test
+            // sends a token.
+            let vms = options.concurrency as usize + 1;
+            gw.wait_for_log("jwks: identity_providers[0] refreshed", vms, Duration::from_secs(20));
         }
-        gw
+        Ok(gw)
     }
 
     /// A second gateway Envoy in front of the same backends and IdP, with the same keys (two
@@ -274,7 +295,7 @@ impl Gateway {
         let mut envoy = start_envoy(options, &ports, &dir, &env);
         wait_http_ok(&format!("127.0.0.1:{}", ports.admin), "/ready", &mut envoy, Duration::from_secs(30));
         let start = Instant::now();
-        while envoy.output().matches("jwks: identity_providers[0] refreshed").count() < options.concurrency as usize {
+        while envoy.output().matches("jwks: identity_providers[0] refreshed").count() < options.concurrency as usize + 1 {
             assert!(start.elapsed() < Duration::from_secs(20), "second gateway has no IdP keys:\n{}", envoy.output());
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -15,6 +15,9 @@ pub const AUDIENCE: &str = "mcp-gateway";
 pub struct UserClaims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    /// Any further claims ([`TokenSpec::extra`]).
+    #[serde(flatten, default)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Key files of one demo or test installation.
@@ -94,6 +97,8 @@ pub struct TokenSpec {
     pub audience: String,
     /// Seconds from now before which the token is not valid (negative: already valid).
     pub not_before_offset: i64,
+    /// Further private claims, a JSON object (e.g. a marker a test must never find in a log).
+    pub extra: Option<serde_json::Value>,
 }
 
 impl TokenSpec {
@@ -105,12 +110,14 @@ impl TokenSpec {
             issuer: ISSUER.into(),
             audience: AUDIENCE.into(),
             not_before_offset: 0,
+            extra: None,
         }
     }
 
     /// The claims of this token, with `now` as issue time.
     pub fn claims(&self) -> JWTClaims<UserClaims> {
-        let mut claims = Claims::with_custom_claims(UserClaims { scope: Some(self.scope.clone()) }, Duration::from_secs(self.ttl_secs))
+        let extra = self.extra.as_ref().and_then(|e| e.as_object()).cloned().unwrap_or_default();
+        let mut claims = Claims::with_custom_claims(UserClaims { scope: Some(self.scope.clone()), extra }, Duration::from_secs(self.ttl_secs))
             .with_issuer(&self.issuer)
             .with_audience(&self.audience)
             .with_subject(&self.sub)

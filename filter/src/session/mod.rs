@@ -171,6 +171,16 @@ pub fn new_affinity(random: [u8; 16]) -> String {
     URL_SAFE_NO_PAD.encode(random)
 }
 
+/// A short keyed hash (16 characters) of `value` in a named domain, e.g. audit subjects.
+pub fn keyed_hash(key: &[u8; 32], domain: &str, value: &str) -> String {
+    let mut mac = hmac_sha256::HMAC::new(key);
+    mac.update(b"mcp-gateway-filter/");
+    mac.update(domain);
+    mac.update(b"\0");
+    mac.update(value);
+    URL_SAFE_NO_PAD.encode(&mac.finalize()[..12])
+}
+
 /// A short keyed hash of a handle (12 characters) for audit lines, use records and the
 /// revocation table: it identifies a session without being able to act as one.
 pub fn session_tag(key: &[u8; 32], handle: &str) -> String {

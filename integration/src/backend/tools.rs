@@ -1,4 +1,8 @@
 //! The demo MCP server: its tools (CONTRACT, "Demo topology") and its `subscriptions/listen`.
+//!
+//! Besides the contract's tools, both backends have `signed`, `signed_big` and `signed_stream`,
+//! whose results carry a detached signature by the demo key in [`super::signing`], so a client
+//! can prove that the gateway passed results and notifications through byte for byte.
 
 use std::{
     collections::HashMap,
@@ -9,8 +13,8 @@ use std::{
 use rmcp::{
     model::{
         CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-        JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig,
-        SubscriptionFilter, Tool,
+        JsonObject, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
+        ServerCapabilities, ServerConfig, SubscriptionFilter, Tool,
     },
     service::{RequestContext, RoleServer, SubscriptionContext},
     ErrorData, ServerHandler,
@@ -18,13 +22,18 @@ use rmcp::{
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
-use super::{BackendKind, Caller};
+use super::{signing, BackendKind, Caller};
 use crate::client::{Era, McpClient};
 
 /// Largest `big` result, so a typo in a test cannot exhaust memory.
 const MAX_BIG_BYTES: usize = 64 * 1024 * 1024;
 /// Delay before the one notification a `subscriptions/listen` stream gets.
 const LISTEN_NOTIFY_AFTER: Duration = Duration::from_secs(2);
+/// Pause after each `signed_stream` notification, so a client sees them arrive one by one,
+/// well before the result (a buffering proxy would deliver them all at the end).
+const STREAM_NOTIFY_EVERY: Duration = Duration::from_millis(500);
+/// Most notifications one `signed_stream` call sends.
+const MAX_STREAM_NOTIFICATIONS: u32 = 20;
 
 /// What every copy of the server (rmcp builds one per request or session) shares.
 pub(super) struct Shared {
@@ -62,6 +71,21 @@ impl DemoServer {
                 "Returns a text of the given number of bytes",
                 json!({"bytes": {"type": "integer"}}),
             ),
+            tool(
+                "signed",
+                "Returns text and a detached Ed25519 signature (base64) over its UTF-8 bytes",
+                json!({"text": {"type": "string"}}),
+            ),
+            tool(
+                "signed_big",
+                "Returns a deterministic text of about the given number of bytes, and its signature",
+                json!({"bytes": {"type": "integer"}}),
+            ),
+            tool(
+                "signed_stream",
+                "Sends count progress notifications '<signature> <text> #i', then returns like signed",
+                json!({"text": {"type": "string"}, "count": {"type": "integer"}}),
+            ),
         ];
         match self.0.kind {
             BackendKind::Files => tools.extend([
@@ -95,6 +119,30 @@ impl DemoServer {
             ]),
         }
         tools
+    }
+
+    /// The texts of a tool's result: the text and its signature for the `signed*` tools, one
+    /// text for the others.
+    async fn contents(
+        &self,
+        name: &str,
+        args: &JsonObject,
+        request: &RequestInfo,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<Vec<String>, String> {
+        match name {
+            "signed" => Ok(signed(arg(args, "text")?)),
+            "signed_big" => {
+                let bytes = checked_size(arg(args, "bytes")?)?;
+                Ok(signed(signing::sample_text(bytes)))
+            }
+            "signed_stream" => {
+                let text: String = arg(args, "text")?;
+                notify_signed(context, &text, arg(args, "count")?).await?;
+                Ok(signed(text))
+            }
+            _ => self.run(name, args, request).await.map(|text| vec![text]),
+        }
     }
 
     async fn run(&self, name: &str, args: &JsonObject, request: &RequestInfo) -> ToolResult {
@@ -211,8 +259,10 @@ impl ServerHandler for DemoServer {
         }
         let info = RequestInfo::from_context(&context);
         let args = request.arguments.unwrap_or_default();
-        let result = match self.run(&request.name, &args, &info).await {
-            Ok(text) => CallToolResult::success(vec![ContentBlock::text(text)]),
+        let result = match self.contents(&request.name, &args, &info, &context).await {
+            Ok(texts) => {
+                CallToolResult::success(texts.into_iter().map(ContentBlock::text).collect())
+            }
             Err(message) => CallToolResult::error(vec![ContentBlock::text(message)]),
         };
         Ok(result.into())
@@ -305,8 +355,47 @@ fn arg<T: DeserializeOwned>(args: &JsonObject, name: &str) -> Result<T, String> 
 }
 
 fn big(bytes: usize) -> ToolResult {
+    Ok("x".repeat(checked_size(bytes)?))
+}
+
+fn checked_size(bytes: usize) -> Result<usize, String> {
     if bytes > MAX_BIG_BYTES {
         return Err(format!("at most {MAX_BIG_BYTES} bytes"));
     }
-    Ok("x".repeat(bytes))
+    Ok(bytes)
+}
+
+/// `[text, signature]`: the result of the `signed*` tools.
+fn signed(text: String) -> Vec<String> {
+    let signature = signing::sign(&text);
+    vec![text, signature]
+}
+
+/// `count` `notifications/progress` on the request's own stream (MCP routes progress by the
+/// request's `_meta.progressToken`), each `message` being `<signature> <text> #<i>`.
+async fn notify_signed(
+    context: &RequestContext<RoleServer>,
+    text: &str,
+    count: u32,
+) -> Result<(), String> {
+    if count > MAX_STREAM_NOTIFICATIONS {
+        return Err(format!("at most {MAX_STREAM_NOTIFICATIONS} notifications"));
+    }
+    let token = context
+        .meta
+        .get_progress_token()
+        .ok_or("signed_stream needs _meta.progressToken")?;
+    for i in 1..=count {
+        let line = format!("{text} #{i}");
+        let progress = ProgressNotificationParam::new(token.clone(), f64::from(i))
+            .with_total(f64::from(count))
+            .with_message(format!("{} {line}", signing::sign(&line)));
+        context
+            .peer
+            .notify_progress(progress)
+            .await
+            .map_err(|e| format!("progress notification: {e}"))?;
+        tokio::time::sleep(STREAM_NOTIFY_EVERY).await;
+    }
+    Ok(())
 }

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use integration::backend::debug_count;
-use integration::harness::Gateway;
+use integration::harness::{Gateway, Options};
 use serde_json::Value;
 
 /// A response read whole.
@@ -201,4 +201,112 @@ pub async fn modern_whoami(url: &str, token: &str, task: &str) -> Raw {
 pub fn whoami_of(resp: &Raw) -> Value {
     assert_eq!(resp.status, 200, "whoami: {}", resp.body);
     serde_json::from_str(&tool_text(&resp.body)).unwrap()
+}
+
+/// [`Gateway::start`], then also waits until every VM that may serve a request holds the IdP's
+/// keys. Envoy runs a root context on the main thread besides one per worker, and each fetches
+/// the JWKS on its own, so `concurrency` "refreshed" lines can all come from the wrong VMs.
+pub fn start_ready(options: Options) -> Gateway {
+    let vms = options.concurrency as usize + 1;
+    let gw = Gateway::start(options);
+    gw.wait_for_log("jwks: identity_providers[0] refreshed", vms, std::time::Duration::from_secs(20));
+    gw
+}
+
+// ---- Audit, signatures and metrics (integration/tests/audit.rs) --------------------------------
+
+/// The `signed*` demo tools, which `envoy/filter.json` does not list (unlisted tools are refused),
+/// added to `options` as callable without a scope on both backends.
+pub fn with_signed_tools(mut options: integration::harness::Options) -> integration::harness::Options {
+    for backend in ["files", "reports"] {
+        for tool in ["signed", "signed_big", "signed_stream"] {
+            options.filter_config["backends"][backend]["tools"][tool] = serde_json::json!([]);
+        }
+    }
+    options
+}
+
+/// The audit records whose `request_id` is `id`, once at least one is written.
+pub async fn audit_for_request(gw: &Gateway, id: &str) -> Vec<Value> {
+    wait_audit(gw, |r| r["request_id"] == id).await;
+    audit_records(gw).into_iter().filter(|r| r["request_id"] == id).collect()
+}
+
+/// One server-sent event of a response, with when it arrived.
+#[derive(Debug)]
+pub struct Event {
+    pub at: std::time::Instant,
+    pub data: Value,
+}
+
+/// Sends a POST and reads its response as it streams, keeping every SSE event whose data is a
+/// JSON message (priming events without data are skipped). Panics unless the status is 200.
+pub async fn post_events(url: &str, headers: &[(&str, &str)], body: &str) -> Vec<Event> {
+    let client = reqwest::Client::new();
+    let mut req = client.post(url).body(body.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let mut resp = req.send().await.expect("request");
+    assert_eq!(resp.status().as_u16(), 200, "{:?}", resp.headers());
+    let mut events = Vec::new();
+    let mut pending = Vec::new();
+    while let Some(chunk) = resp.chunk().await.expect("response chunk") {
+        pending.extend_from_slice(&chunk);
+        while let Some(end) = pending.windows(2).position(|w| w == b"\n\n") {
+            let raw: Vec<u8> = pending.drain(..end + 2).collect();
+            let text = String::from_utf8(raw).expect("UTF-8 event");
+            let data: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("data:")).map(|d| d.strip_prefix(' ').unwrap_or(d)).collect();
+            if data.iter().all(|d| d.is_empty()) {
+                continue;
+            }
+            let data = serde_json::from_str(&data.join("\n")).unwrap_or_else(|e| panic!("event data is not JSON ({e}): {text}"));
+            events.push(Event { at: std::time::Instant::now(), data });
+        }
+    }
+    events
+}
+
+/// One scrape of Envoy's `/stats/prometheus`: sample values by series (`name` or `name{labels}`).
+pub struct Prometheus {
+    samples: std::collections::HashMap<String, f64>,
+    text: String,
+}
+
+impl Prometheus {
+    pub fn scrape(gw: &Gateway) -> Prometheus {
+        let text = gw.admin_get("/stats/prometheus");
+        let samples = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.rsplit_once(' '))
+            .filter_map(|(series, value)| Some((series.trim_end_matches("{}").to_string(), value.parse().ok()?)))
+            .collect();
+        Prometheus { samples, text }
+    }
+
+    /// The Prometheus name Envoy gives a proxy-wasm metric: its `wasmcustom` namespace is
+    /// stripped, with no `envoy_` prefix, and every character outside `[A-Za-z0-9_]` becomes `_`.
+    pub fn name(stat: &str) -> String {
+        stat.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect()
+    }
+
+    /// The value of the metric `stat` (dotted proxy-wasm name), or `None` when Envoy has none.
+    pub fn get(&self, stat: &str) -> Option<f64> {
+        self.samples.get(&Self::name(stat)).copied()
+    }
+
+    /// The count of the histogram `stat` at or below `le`.
+    pub fn bucket(&self, stat: &str, le: f64) -> Option<f64> {
+        let prefix = format!("{}_bucket{{", Self::name(stat));
+        self.samples.iter().find_map(|(series, value)| {
+            let bound = series.strip_prefix(&prefix)?.split("le=\"").nth(1)?.split('"').next()?;
+            (bound.parse::<f64>().ok()? == le).then_some(*value)
+        })
+    }
+
+    /// Every line that mentions `mcp_gateway`, for failure messages.
+    pub fn ours(&self) -> String {
+        self.text.lines().filter(|l| l.contains("mcp_gateway")).collect::<Vec<_>>().join("\n")
+    }
 }

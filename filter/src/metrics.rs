@@ -1,0 +1,97 @@
+//! Which counters a request or an interval moves. Names are Envoy stat names (proxy-wasm
+//! `define_metric`), listed in the README. Label values come only from fixed lists, so a client
+//! cannot grow the number of stats by sending made-up methods.
+
+use crate::audit::{Record, DENY};
+
+/// MCP methods with a counter of their own; any other method counts as `other`.
+const KNOWN_METHODS: [&str; 22] = [
+    "initialize", "ping", "server/discover", "subscriptions/listen", "tools/list", "tools/call",
+    "resources/list", "resources/read", "resources/templates/list", "resources/subscribe",
+    "resources/unsubscribe", "prompts/list", "prompts/get", "completion/complete", "logging/setLevel",
+    "tasks/get", "tasks/update", "tasks/cancel", "tasks/list", "notifications", "GET", "DELETE",
+];
+
+/// A method as one of the fixed names (`notifications`, `other`, or empty when absent).
+pub fn known_method(method: &str) -> &'static str {
+    let method = if method.starts_with("notifications/") { "notifications" } else { method };
+    match KNOWN_METHODS.iter().find(|m| **m == method) {
+        Some(m) => m,
+        None if method.is_empty() => "",
+        None => "other",
+    }
+}
+
+/// The counter label of a method.
+pub fn method_label(method: &str) -> String {
+    match known_method(method) {
+        "" => "none".to_string(),
+        m => m.replace('/', "_"),
+    }
+}
+
+/// Counters one audited request increments.
+pub fn request_counters(rec: &Record) -> Vec<String> {
+    let mut names = vec![format!("mcp_gateway.requests.{}", rec.decision), format!("mcp_gateway.method.{}", method_label(&rec.method))];
+    if rec.decision == DENY {
+        // Reasons are the filter's own fixed codes.
+        names.push(format!("mcp_gateway.denied.{}", rec.reason));
+    }
+    names
+}
+
+pub const DELEGATION_DEPTH: &str = "mcp_gateway.delegation_depth";
+
+/// Cumulative event counts of one worker, flushed to Envoy as deltas.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    pub verify_hit: u64,
+    pub verify_miss: u64,
+    pub mint_hit: u64,
+    pub mint_miss: u64,
+    pub minted: u64,
+}
+
+impl Tally {
+    /// (counter, increment) since `before`, leaving out zeros.
+    pub fn since(&self, before: &Tally) -> Vec<(&'static str, u64)> {
+        [
+            ("mcp_gateway.verify_cache.hit", self.verify_hit - before.verify_hit),
+            ("mcp_gateway.verify_cache.miss", self.verify_miss - before.verify_miss),
+            ("mcp_gateway.mint_cache.hit", self.mint_hit - before.mint_hit),
+            ("mcp_gateway.mint_cache.miss", self.mint_miss - before.mint_miss),
+            ("mcp_gateway.tokens_minted", self.minted - before.minted),
+        ]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::ALLOW;
+
+    #[test]
+    fn made_up_methods_share_one_counter() {
+        assert_eq!(method_label("tools/call"), "tools_call");
+        assert_eq!(method_label("notifications/initialized"), "notifications");
+        assert_eq!(method_label("x/../../evil"), "other");
+    }
+
+    #[test]
+    fn denials_count_their_reason() {
+        let rec = Record { decision: DENY, reason: "scope_missing", method: "tools/call".into(), ..Default::default() };
+        assert_eq!(request_counters(&rec), vec!["mcp_gateway.requests.deny", "mcp_gateway.method.tools_call", "mcp_gateway.denied.scope_missing"]);
+        let rec = Record { decision: ALLOW, ..Default::default() };
+        assert_eq!(request_counters(&rec).len(), 2);
+    }
+
+    #[test]
+    fn tally_reports_only_what_moved() {
+        let before = Tally::default();
+        let after = Tally { verify_hit: 3, minted: 1, ..before };
+        assert_eq!(after.since(&before), vec![("mcp_gateway.verify_cache.hit", 3), ("mcp_gateway.tokens_minted", 1)]);
+    }
+}
