@@ -400,10 +400,11 @@ fn remove_wasm_filter(yaml: &str) -> String {
     out
 }
 
-/// Runs `envoy --mode validate` on a config file; returns (success, output).
-pub fn envoy_validate(config: &Path, cwd: &Path) -> (bool, String) {
+/// Runs `envoy --mode validate` on a config file with `env`; returns (success, output).
+pub fn envoy_validate(config: &Path, cwd: &Path, env: &[(String, String)]) -> (bool, String) {
     let out = Command::new(envoy_bin())
         .current_dir(cwd)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .args(["--mode", "validate", "--disable-hot-restart", "-c"])
         .arg(config)
         .output()

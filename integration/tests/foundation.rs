@@ -155,9 +155,27 @@ fn shipped_envoy_yaml_validates_with_the_built_filter() {
     let dir = std::env::temp_dir().join(format!("mcp-gw-validate-{}", std::process::id()));
     let keys = integration::idp::Keys::ensure(&dir).unwrap();
     // validate mode loads the Wasm and runs on_configure, which needs the key environment.
-    for (k, v) in keys.envoy_env().unwrap() {
-        std::env::set_var(k, v);
-    }
-    let (ok, out) = envoy_validate(&root().join("envoy/envoy.yaml"), &root());
+    let (ok, out) = envoy_validate(&root().join("envoy/envoy.yaml"), &root(), &keys.envoy_env().unwrap());
     assert!(ok, "envoy --mode validate failed:\n{out}");
+}
+
+#[test]
+fn invalid_filter_configuration_is_refused_at_load_naming_the_field() {
+    let dir = std::env::temp_dir().join(format!("mcp-gw-badcfg-{}", std::process::id()));
+    let keys = integration::idp::Keys::ensure(&dir).unwrap();
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(root().join("envoy/filter.json")).unwrap()).unwrap();
+    config["gateway"]["max_delegation_depth"] = json!(0);
+    config["max_body_byte"] = json!(5);
+    let template = std::fs::read_to_string(root().join("envoy/envoy.template.yaml")).unwrap();
+    let yaml = integration::harness::render_envoy(
+        &template,
+        &integration::harness::Ports::DEMO,
+        &integration::harness::wasm_path().display().to_string(),
+        &serde_json::to_string_pretty(&config).unwrap(),
+    );
+    let path = dir.join("envoy.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let (ok, out) = envoy_validate(&path, &root(), &keys.envoy_env().unwrap());
+    assert!(!ok, "Envoy accepted an invalid filter configuration");
+    assert!(out.contains("max_body_byte"), "the error does not name the field:\n{out}");
 }
