@@ -70,7 +70,7 @@ fn gateway_signed(gw: &Gateway, aud: &str, claims: Value) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn user_token_never_reaches_a_backend_which_sees_only_a_narrower_gateway_token() {
     // Given a user token with more scopes than `files` may ever receive
-    let gw = start_ready(Options::default());
+    let gw = Gateway::start(Options::default());
     let user_token = gw.token("alice", "files:read files:write reports:write admin");
 
     // When it goes through the gateway
@@ -103,7 +103,7 @@ async fn user_token_never_reaches_a_backend_which_sees_only_a_narrower_gateway_t
 #[tokio::test(flavor = "multi_thread")]
 async fn minted_token_never_outlives_the_user_token() {
     // Given a user token that ends sooner than token_ttl_secs (300 s) from now
-    let gw = start_ready(Options::default());
+    let gw = Gateway::start(Options::default());
     let user_token = TokenSpec { ttl_secs: 60, ..TokenSpec::new("alice", "files:read") }.sign(&gw.keys).unwrap();
 
     // When a backend is called with it
@@ -120,7 +120,7 @@ async fn minted_token_never_outlives_the_user_token() {
 #[tokio::test(flavor = "multi_thread")]
 async fn write_file_without_files_write_is_refused_with_insufficient_scope_before_the_backend() {
     // Given a caller holding only files:read
-    let gw = start_ready(Options::default());
+    let gw = Gateway::start(Options::default());
     let reader = gw.token("alice", "files:read");
     let write = modern_call(41, "write_file", r#"{"path":"notes.txt","text":"x"}"#);
     let headers = modern_headers("write_file");
@@ -156,7 +156,7 @@ async fn write_file_without_files_write_is_refused_with_insufficient_scope_befor
 #[tokio::test(flavor = "multi_thread")]
 async fn summarize_calls_files_with_a_narrower_token_naming_reports_as_latest_actor() {
     // Given a caller of reports in one task, and the token reports itself received
-    let gw = start_ready(Options::default());
+    let gw = Gateway::start(Options::default());
     let token = gw.token("alice", "files:read reports:write");
     let client = McpClient::connect(&gw.mcp_url("reports"), Era::Modern, Some(&token), &[("Mcp-Task-Id", "task-sum")]).await.unwrap();
     let parent = whoami_claims(&client).await;
@@ -190,7 +190,7 @@ async fn delegation_past_max_depth_is_refused() {
     // Given a gateway that allows one actor level only
     let mut options = Options::default();
     options.filter_config["gateway"]["max_delegation_depth"] = json!(1);
-    let gw = start_ready(options);
+    let gw = Gateway::start(options);
     let token = gw.token("alice", "files:read reports:write");
     let client = McpClient::connect(&gw.mcp_url("reports"), Era::Modern, Some(&token), &[]).await.unwrap();
 
@@ -207,7 +207,7 @@ async fn delegation_past_max_depth_is_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn files_token_presented_to_reports_is_refused_as_a_delegation_not_configured() {
     // Given a token the gateway minted for files (only reports → files is configured)
-    let gw = start_ready(Options::default());
+    let gw = Gateway::start(Options::default());
     let hop = |aud: &str| {
         gateway_signed(&gw, aud, json!({"scope": "files:read", "act": {"sub": "mcp-gateway"}, "task": "t"}))
     };
@@ -278,7 +278,7 @@ fn refused_tokens(gw: &Gateway) -> Vec<Refused> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_or_missing_tokens_get_401_with_a_challenge_and_never_reach_a_backend() {
-    let gw = start_ready(Options::default());
+    let gw = Gateway::start(Options::default());
     let before = backend_requests(&gw).await;
     for case in refused_tokens(&gw) {
         // Given one bad (or no) token, when it calls a tool
@@ -301,7 +301,7 @@ async fn invalid_or_missing_tokens_get_401_with_a_challenge_and_never_reach_a_ba
 
 #[tokio::test(flavor = "multi_thread")]
 async fn protected_resource_metadata_follows_rfc_9728() {
-    let gw = start_ready(Options::default());
+    let gw = Gateway::start(Options::default());
 
     // When a client follows the challenge's resource_metadata path
     let resp = send("GET", &gw.url("/.well-known/oauth-protected-resource/mcp/files"), &[], "").await;
@@ -318,7 +318,7 @@ async fn protected_resource_metadata_follows_rfc_9728() {
 #[tokio::test(flavor = "multi_thread")]
 async fn gateway_jwks_holds_the_public_key_that_verifies_what_backends_receive() {
     // Given a backend call through the gateway
-    let gw = start_ready(Options::default());
+    let gw = Gateway::start(Options::default());
     let client = McpClient::connect(&gw.mcp_url("files"), Era::Modern, Some(&gw.token("alice", "files:read")), &[]).await.unwrap();
     let claims = whoami_claims(&client).await;
     client.close().await;
@@ -347,7 +347,7 @@ async fn gateway_jwks_holds_the_public_key_that_verifies_what_backends_receive()
 #[tokio::test(flavor = "multi_thread")]
 async fn rotated_idp_key_works_without_restart_and_an_idp_outage_keeps_the_last_good_keys() {
     // Given a gateway that has fetched the IdP's first key
-    let gw = start_ready(Options::default());
+    let gw = Gateway::start(Options::default());
     let files = gw.mcp_url("files");
     assert_eq!(raw_whoami(&files, Some(&gw.token("alice", ""))).await.status, 200);
 
@@ -389,7 +389,7 @@ async fn rotated_idp_key_works_without_restart_and_an_idp_outage_keeps_the_last_
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_kid_seen_within_min_refresh_secs_of_a_fetch_is_still_refetched() {
     // Given a gateway that has just fetched the IdP's keys, and an IdP that then rotates
-    let gw = start_ready(Options::default());
+    let gw = Gateway::start(Options::default());
     gw.keys.rotate_idp("idp-2").unwrap();
     let rotated = gw.token("alice", "");
 

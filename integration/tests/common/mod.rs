@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use integration::backend::debug_count;
-use integration::harness::{Gateway, Options};
+use integration::harness::Gateway;
 use serde_json::Value;
 
 /// A response read whole.
@@ -203,27 +203,28 @@ pub fn whoami_of(resp: &Raw) -> Value {
     serde_json::from_str(&tool_text(&resp.body)).unwrap()
 }
 
-/// [`Gateway::start`], then also waits until every VM that may serve a request holds the IdP's
-/// keys. Envoy runs a root context on the main thread besides one per worker, and each fetches
-/// the JWKS on its own, so `concurrency` "refreshed" lines can all come from the wrong VMs.
-pub fn start_ready(options: Options) -> Gateway {
-    let vms = options.concurrency as usize + 1;
-    let gw = Gateway::start(options);
-    gw.wait_for_log("jwks: identity_providers[0] refreshed", vms, std::time::Duration::from_secs(20));
-    gw
-}
-
 // ---- Audit, signatures and metrics (integration/tests/audit.rs) --------------------------------
 
-/// The `signed*` demo tools, which `envoy/filter.json` does not list (unlisted tools are refused),
-/// added to `options` as callable without a scope on both backends.
-pub fn with_signed_tools(mut options: integration::harness::Options) -> integration::harness::Options {
-    for backend in ["files", "reports"] {
-        for tool in ["signed", "signed_big", "signed_stream"] {
-            options.filter_config["backends"][backend]["tools"][tool] = serde_json::json!([]);
-        }
-    }
-    options
+/// `(name, value)` pairs as the raw helpers take them, from owned values.
+pub fn pairs<'a>(headers: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    headers.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs()
+}
+
+/// A demo IdP token of `sub` (scope `files:read`) that expired two minutes ago, beyond the
+/// gateway's 30 s leeway.
+pub fn expired_token(gw: &Gateway, sub: &str) -> String {
+    use jwt_simple::prelude::{Duration, EdDSAKeyPairLike};
+    let mut claims = integration::idp::TokenSpec::new(sub, "files:read").claims();
+    let t = now();
+    claims.issued_at = Some(Duration::from_secs(t - 700));
+    claims.invalid_before = Some(Duration::from_secs(t - 700));
+    claims.expires_at = Some(Duration::from_secs(t - 120));
+    gw.keys.idp_key().expect("IdP key").sign(claims).expect("sign")
 }
 
 /// The audit records whose `request_id` is `id`, once at least one is written.
@@ -305,8 +306,9 @@ impl Prometheus {
         })
     }
 
-    /// Every line that mentions `mcp_gateway`, for failure messages.
+    /// The filter's own samples (named `mcp_gateway_*`, unlike Envoy's `envoy_*` stats, which
+    /// carry `mcp_gateway` only as a label), for failure messages.
     pub fn ours(&self) -> String {
-        self.text.lines().filter(|l| l.contains("mcp_gateway")).collect::<Vec<_>>().join("\n")
+        self.text.lines().filter(|l| l.starts_with("mcp_gateway")).collect::<Vec<_>>().join("\n")
     }
 }
