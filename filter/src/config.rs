@@ -52,6 +52,10 @@ pub struct Config {
     /// What the audit line may show.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Approved workspace roots (URI prefixes) per subject, for tokens without a `workspace`
+    /// claim: `resources/read` is confined to them and minted tokens carry them.
+    #[serde(default)]
+    pub workspaces: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

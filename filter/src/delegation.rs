@@ -26,6 +26,8 @@ pub struct Grant {
     pub act: Actor,
     /// Hash of the token it was derived from (mint-cache key part).
     pub parent: [u8; 32],
+    /// Workspace roots the backend must confine itself to (empty: none given).
+    pub workspace: Vec<String>,
 }
 
 /// Decides the grant for `caller` calling `backend` within `task`, never later than `not_after`
@@ -54,7 +56,18 @@ pub fn plan(config: &Config, caller: &Caller, backend: &str, task: &str, now: u6
     if let Some(end) = not_after {
         exp = exp.min(end);
     }
-    Ok(Grant { sub: caller.sub.clone(), aud: backend.to_string(), scopes, exp, task: task.to_string(), act, parent: caller.token_hash })
+    let workspace = workspace_roots(config, caller).to_vec();
+    Ok(Grant { sub: caller.sub.clone(), aud: backend.to_string(), scopes, exp, task: task.to_string(), act, parent: caller.token_hash, workspace })
+}
+
+/// The workspace roots that confine `caller`: its token's, else the configured ones for its
+/// subject (user tokens only: a hop keeps exactly what its parent carried).
+pub fn workspace_roots<'a>(config: &'a Config, caller: &'a Caller) -> &'a [String] {
+    match (&caller.origin, caller.workspace.is_empty()) {
+        (_, false) => &caller.workspace,
+        (Origin::User { .. }, true) => config.workspaces.get(&caller.sub).map_or(&[], Vec::as_slice),
+        (Origin::Hop { .. }, true) => &[],
+    }
 }
 
 /// A minted token with the facts the audit line records.
@@ -70,7 +83,8 @@ pub struct Minted {
 /// Signs the grant as the gateway.
 pub fn mint(grant: &Grant, signer: &Ed25519KeyPair, issuer: &str, jti: String, now: u64) -> Result<Minted, Refusal> {
     let scope = grant.scopes.join(" ");
-    let custom = McpClaims { scope: Some(scope.clone()), task: Some(grant.task.clone()), act: Some(grant.act.clone()) };
+    let workspace = (!grant.workspace.is_empty()).then(|| grant.workspace.clone());
+    let custom = McpClaims { scope: Some(scope.clone()), task: Some(grant.task.clone()), act: Some(grant.act.clone()), workspace };
     let mut claims = Claims::with_custom_claims(custom, Duration::from_secs(grant.exp.saturating_sub(now)))
         .with_issuer(issuer)
         .with_subject(&grant.sub)
@@ -147,6 +161,7 @@ pub fn hop_caller(claims: &JWTClaims<McpClaims>, token_hash: [u8; 32], scopes: V
         jti: claims.jwt_id.clone(),
         origin: Origin::Hop { backend, task: claims.custom.task.clone(), act: claims.custom.act.clone()? },
         token_hash,
+        workspace: claims.custom.workspace.clone().unwrap_or_default(),
     })
 }
 
@@ -173,6 +188,7 @@ mod tests {
             jti: Some("u1".into()),
             origin: Origin::User { issuer: "demo-idp".into() },
             token_hash: [7; 32],
+            workspace: vec![],
         }
     }
 

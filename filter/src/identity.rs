@@ -46,6 +46,9 @@ pub struct McpClaims {
     pub task: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub act: Option<Actor>,
+    /// Approved workspace roots (URI prefixes) the backend must confine tool arguments to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<Vec<String>>,
 }
 
 /// Where a verified caller's authority comes from.
@@ -67,6 +70,8 @@ pub struct Caller {
     pub origin: Origin,
     /// SHA-256 of the presented token: the cache key and the parent id of minted tokens.
     pub token_hash: [u8; 32],
+    /// Workspace roots from the token (empty: not confined by the token).
+    pub workspace: Vec<String>,
 }
 
 /// A public (or, for HS256, shared) verification key with its id.
@@ -410,7 +415,7 @@ pub(crate) mod tests {
     #[test]
     fn cache_entries_never_outlive_exp_and_stay_bounded() {
         let caller = |n: u8, exp| {
-            Rc::new(Caller { sub: "a".into(), scopes: vec![], exp, jti: None, origin: Origin::User { issuer: "i".into() }, token_hash: [n; 32] })
+            Rc::new(Caller { sub: "a".into(), scopes: vec![], exp, jti: None, origin: Origin::User { issuer: "i".into() }, token_hash: [n; 32], workspace: vec![] })
         };
         let mut cache = VerifyCache::new(2);
         cache.put(caller(1, NOW + 10), NOW);

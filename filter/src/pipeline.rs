@@ -233,7 +233,9 @@ fn authorize(
     };
     rec.task = grant.task.clone();
     let backend = &gw.config.backends[&pending.backend];
-    let allowed = policy::required(backend, ask).and_then(|needed| policy::check(&needed, &grant.scopes));
+    let allowed = policy::required(backend, ask)
+        .and_then(|needed| policy::check(&needed, &grant.scopes))
+        .and_then(|()| policy::check_workspace(&grant.workspace, ask));
     if let Err(refusal) = allowed {
         return refuse(&gw.config, rec, refusal, id);
     }

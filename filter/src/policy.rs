@@ -46,6 +46,28 @@ pub fn check(needed: &[&str], have: &[String]) -> Result<(), Refusal> {
     }
 }
 
+/// Confines a resource URI to approved workspace roots (no roots: not confined). A root matches
+/// at a path boundary only, and URIs with dot segments or encoded separators are refused, since
+/// the backend may resolve `file:///work/../etc` outside `file:///work/`.
+pub fn check_workspace(roots: &[String], ask: Ask<'_>) -> Result<(), Refusal> {
+    let (true, Some(uri)) = (matches!(ask.method, "resources/read" | "resources/subscribe"), ask.name) else {
+        return Ok(());
+    };
+    if roots.is_empty() {
+        return Ok(());
+    }
+    let lower = uri.to_ascii_lowercase();
+    let sneaky = uri.split(['/', '\\']).any(|seg| seg == ".." || seg == ".") || ["%2e", "%2f", "%5c"].iter().any(|e| lower.contains(e));
+    let inside = roots.iter().any(|root| {
+        uri == root.trim_end_matches('/') || uri.starts_with(&format!("{}/", root.trim_end_matches('/')))
+    });
+    if inside && !sneaky {
+        Ok(())
+    } else {
+        Err(Refusal::WorkspaceDenied)
+    }
+}
+
 /// `a ∩ b`, keeping `a`'s order.
 pub fn intersect(a: &[String], b: &[String]) -> Vec<String> {
     a.iter().filter(|s| b.contains(s)).cloned().collect()
@@ -93,6 +115,19 @@ mod tests {
         assert_eq!(required(&b, ask("resources/read", Some("file:///a"))).unwrap(), vec!["files:read"]);
         assert_eq!(required(&b, ask("resources/read", Some("file:///secret/k"))).unwrap(), vec!["files:admin", "files:read"]);
         assert_eq!(required(&b, ask("resources/list", None)).unwrap(), vec!["files:read"]);
+    }
+
+    #[test]
+    fn workspace_confines_resource_reads_at_path_boundaries() {
+        let roots = vec!["file:///work/alice/".to_string()];
+        let read = |uri| check_workspace(&roots, ask("resources/read", Some(uri)));
+        assert!(read("file:///work/alice/notes.txt").is_ok());
+        assert!(read("file:///work/alice").is_ok());
+        for outside in ["file:///work/alicex/a", "file:///etc/passwd", "file:///work/alice/../bob/x", "file:///work/alice/%2e%2e/bob"] {
+            assert_eq!(read(outside), Err(Refusal::WorkspaceDenied), "{outside}");
+        }
+        assert!(check_workspace(&[], ask("resources/read", Some("file:///etc/passwd"))).is_ok(), "no roots: not confined");
+        assert!(check_workspace(&roots, ask("tools/call", Some("read_file"))).is_ok(), "tool arguments are the backend's to confine");
     }
 
     #[test]

@@ -96,6 +96,7 @@ impl Trust {
             jti: claims.jwt_id.clone(),
             origin: Origin::User { issuer: iss },
             token_hash: hash,
+            workspace: claims.custom.workspace.clone().unwrap_or_default(),
         })
     }
 

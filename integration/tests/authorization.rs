@@ -408,3 +408,44 @@ fn jwt_kid(token: &str) -> String {
     let header = URL_SAFE_NO_PAD.decode(token.split('.').next().unwrap()).unwrap();
     serde_json::from_slice::<Value>(&header).unwrap()["kid"].as_str().unwrap_or_default().to_string()
 }
+
+/// A modern `resources/read` of `uri`.
+async fn read_resource(gw: &Gateway, token: &str, uri: &str) -> Raw {
+    let headers = [
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "resources/read"),
+        ("mcp-name", uri),
+    ];
+    let body = format!(
+        r#"{{"jsonrpc":"2.0","id":9,"method":"resources/read","params":{{"uri":"{uri}","_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{{}},"io.modelcontextprotocol/clientInfo":{{"name":"t","version":"1"}}}}}}}}"#
+    );
+    post(&gw.mcp_url("files"), token, &headers, &body).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn workspace_roots_confine_resource_reads_and_travel_in_the_minted_token() {
+    let mut options = Options::default();
+    options.filter_config["workspaces"] = json!({"bob": ["file:///work/bob/"]});
+    let gw = Gateway::start(options);
+    // From a token claim.
+    let alice = TokenSpec { extra: Some(json!({"workspace": ["file:///work/alice/"]})), ..TokenSpec::new("alice", "files:read") }
+        .sign(&gw.keys)
+        .unwrap();
+    let denied = read_resource(&gw, &alice, "file:///work/bob/secret.txt").await;
+    assert_eq!(denied.status, 403, "{}", denied.body);
+    assert_eq!(denied.json()["error"]["data"]["reason"], "workspace_denied");
+    assert_eq!(denied.json()["id"], 9);
+    let traversal = read_resource(&gw, &alice, "file:///work/alice/../bob/secret.txt").await;
+    assert_eq!(traversal.status, 403, "{}", traversal.body);
+    let inside = read_resource(&gw, &alice, "file:///work/alice/notes.txt").await;
+    assert_ne!(inside.status, 403, "{}", inside.body);
+    // The backend receives the roots so it can confine tool arguments itself.
+    let me = whoami_of(&modern_whoami(&gw.mcp_url("files"), &alice, "ws-task").await);
+    assert_eq!(me["claims"]["workspace"], json!(["file:///work/alice/"]));
+    // From the configuration, for a subject whose token has no claim.
+    let bob = gw.token("bob", "files:read");
+    assert_eq!(read_resource(&gw, &bob, "file:///work/alice/notes.txt").await.status, 403);
+    assert_ne!(read_resource(&gw, &bob, "file:///work/bob/notes.txt").await.status, 403);
+    let me = whoami_of(&modern_whoami(&gw.mcp_url("files"), &bob, "ws-task").await);
+    assert_eq!(me["claims"]["workspace"], json!(["file:///work/bob/"]));
+}
