@@ -5,11 +5,11 @@
 //! the gateway presents the token it received; the gateway accepts it only for configured
 //! delegations and never lets the downstream token outgrow it.
 
-use std::collections::HashMap;
 use std::rc::Rc;
 
 use jwt_simple::prelude::*;
 
+use crate::cache::{Expiring, ExpiringCache};
 use crate::config::Config;
 use crate::identity::{Actor, Caller, McpClaims, Origin};
 use crate::policy::intersect;
@@ -99,16 +99,17 @@ pub fn mint(grant: &Grant, signer: &Ed25519KeyPair, issuer: &str, jti: String, n
 }
 
 /// Minted tokens by (parent token, backend, task, scope), reused until shortly before expiry.
-pub struct MintCache {
-    entries: HashMap<[u8; 32], Minted>,
-    capacity: usize,
-    pub hits: u64,
-    pub misses: u64,
+pub struct MintCache(ExpiringCache<Minted>);
+
+impl Expiring for Minted {
+    fn exp(&self) -> u64 {
+        self.exp
+    }
 }
 
 impl MintCache {
     pub fn new(capacity: usize) -> Self {
-        MintCache { entries: HashMap::new(), capacity, hits: 0, misses: 0 }
+        MintCache(ExpiringCache::new(capacity))
     }
 
     fn key(grant: &Grant) -> [u8; 32] {
@@ -123,26 +124,19 @@ impl MintCache {
     /// A cached token for the grant, if it stays valid past the refresh margin and ends no later
     /// than the grant does (a shorter binding must never get a longer-lived cached token).
     pub fn get(&mut self, grant: &Grant, now: u64, margin: u64) -> Option<Minted> {
-        let hit = self.entries.get(&Self::key(grant)).filter(|m| m.exp >= now + margin && m.exp <= grant.exp).cloned();
-        if hit.is_some() {
-            self.hits += 1;
-        } else {
-            self.misses += 1;
-        }
-        hit
+        self.0.get(&Self::key(grant), |m| m.exp >= now + margin && m.exp <= grant.exp)
     }
 
     pub fn put(&mut self, grant: &Grant, minted: Minted, now: u64) {
-        if self.capacity == 0 {
-            return;
-        }
-        if self.entries.len() >= self.capacity {
-            self.entries.retain(|_, m| m.exp > now);
-            if self.entries.len() >= self.capacity {
-                self.entries.clear();
-            }
-        }
-        self.entries.insert(Self::key(grant), minted);
+        self.0.put(Self::key(grant), minted, now);
+    }
+
+    pub fn hits(&self) -> u64 {
+        self.0.hits
+    }
+
+    pub fn misses(&self) -> u64 {
+        self.0.misses
     }
 }
 
@@ -261,6 +255,6 @@ mod tests {
         assert!(cache.get(&g, NOW + 280, 30).is_none(), "inside the refresh margin");
         let shorter = Grant { exp: g.exp - 1, ..g.clone() };
         assert!(cache.get(&shorter, NOW, 30).is_none());
-        assert_eq!((cache.hits, cache.misses), (1, 2));
+        assert_eq!((cache.hits(), cache.misses()), (1, 2));
     }
 }

@@ -1,7 +1,7 @@
 //! Verifies the caller's bearer token once: identity providers' tokens and the gateway's own
 //! hop tokens. Time comes in as an argument, so expiry is tested with a fixed clock.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::rc::Rc;
 
 use jwt_simple::prelude::*;
@@ -9,6 +9,7 @@ use jwt_simple::JWTError;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::cache::{Expiring, ExpiringCache};
 use crate::verdict::AuthFailure;
 
 /// RFC 8693 actor claim: the outermost actor is the latest hop.
@@ -257,57 +258,41 @@ pub fn scopes_of(claims: &JWTClaims<McpClaims>) -> Vec<String> {
 }
 
 /// Verified callers by token hash. Bounded; an entry never outlives its token's `exp`.
-pub struct VerifyCache {
-    entries: HashMap<[u8; 32], Rc<Caller>>,
-    capacity: usize,
-    pub hits: u64,
-    pub misses: u64,
+pub struct VerifyCache(ExpiringCache<Rc<Caller>>);
+
+impl Expiring for Rc<Caller> {
+    fn exp(&self) -> u64 {
+        self.exp
+    }
 }
 
 impl VerifyCache {
     pub fn new(capacity: usize) -> Self {
-        VerifyCache { entries: HashMap::new(), capacity, hits: 0, misses: 0 }
+        VerifyCache(ExpiringCache::new(capacity))
     }
 
     pub fn get(&mut self, hash: &[u8; 32], now: u64) -> Option<Rc<Caller>> {
-        match self.entries.get(hash) {
-            Some(c) if c.exp > now => {
-                self.hits += 1;
-                Some(c.clone())
-            }
-            Some(_) => {
-                self.entries.remove(hash);
-                self.misses += 1;
-                None
-            }
-            None => {
-                self.misses += 1;
-                None
-            }
-        }
+        self.0.get(hash, |c| c.exp > now)
     }
 
     pub fn put(&mut self, caller: Rc<Caller>, now: u64) {
-        if self.capacity == 0 {
-            return;
-        }
-        if self.entries.len() >= self.capacity {
-            self.entries.retain(|_, c| c.exp > now);
-            if self.entries.len() >= self.capacity {
-                // Still full of live entries: drop everything rather than track recency; a
-                // re-verify is the only cost, and memory stays bounded.
-                self.entries.clear();
-            }
-        }
-        self.entries.insert(caller.token_hash, caller);
+        self.0.put(caller.token_hash, caller, now);
+    }
+
+    pub fn hits(&self) -> u64 {
+        self.0.hits
+    }
+
+    pub fn misses(&self) -> u64 {
+        self.0.misses
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.0.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.0.is_empty()
     }
 }
 

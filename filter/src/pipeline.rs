@@ -41,10 +41,10 @@ impl Gateway {
     /// This worker's event counts so far.
     pub fn tally(&self) -> Tally {
         Tally {
-            verify_hit: self.verify_cache.hits,
-            verify_miss: self.verify_cache.misses,
-            mint_hit: self.mint_cache.hits,
-            mint_miss: self.mint_cache.misses,
+            verify_hit: self.verify_cache.hits(),
+            verify_miss: self.verify_cache.misses(),
+            mint_hit: self.mint_cache.hits(),
+            mint_miss: self.mint_cache.misses(),
             minted: self.minted,
         }
     }
