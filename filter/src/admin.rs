@@ -53,6 +53,23 @@ pub fn keys(cfg: &AdminConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<W
     })
 }
 
+/// Merges a polled revocation feed into this Envoy's shared table (compare-and-swap). Returns
+/// how many entries the feed carried, or why it was not taken in.
+pub fn take_in_feed(host: &dyn Host, body: &[u8]) -> Result<usize, String> {
+    let feed = Revocations::from_json(body)?;
+    for _ in 0..8 {
+        let (stored, cas) = host.shared_get(REVOCATIONS_KEY);
+        let mut table = match stored.as_deref().map(Revocations::decode) {
+            None => Revocations::default(),
+            Some(t) => t?,
+        };
+        if !table.merge(&feed) || host.shared_set(REVOCATIONS_KEY, &table.encode(), Some(cas)) {
+            return Ok(feed.len());
+        }
+    }
+    Err("revocation table busy".to_string())
+}
+
 fn json(status: u32, body: String) -> Reply {
     Reply { status, headers: vec![("content-type", "application/json".into())], body: body.into_bytes() }
 }
@@ -61,8 +78,18 @@ fn error(status: u32, message: &str) -> Reply {
     json(status, serde_json::json!({ "error": message }).to_string())
 }
 
-/// Handles one admin request: `POST /revoke` with `{"session"|"task"|"subject": "..."}`.
+/// Handles one admin request: `POST /revoke` with `{"session"|"task"|"subject": "..."}`, or
+/// `GET /revocations` (the table as JSON, for other replicas' revocation feed).
 pub fn handle(cfg: &AdminConfig, keys: &WorkflowKeys, host: &dyn Host, method: &str, path: &str, body: &[u8]) -> Reply {
+    if path == "/revocations" && method == "GET" {
+        // The feed other gateway replicas poll (revocation_feed).
+        let table = host.shared_get(REVOCATIONS_KEY).0.map(|b| Revocations::decode(&b));
+        return match table {
+            None => json(200, Revocations::default().to_json()),
+            Some(Ok(t)) => json(200, t.to_json()),
+            Some(Err(e)) => error(500, &e),
+        };
+    }
     if path != "/revoke" {
         return error(404, "not found");
     }
@@ -110,6 +137,16 @@ mod tests {
         assert!(String::from_utf8_lossy(&reply.body).contains(r#""revoked""#));
         let table = Revocations::decode(&host.shared_get(REVOCATIONS_KEY).0.unwrap()).unwrap();
         assert!(table.task_revoked("anyone", "t-1", 0));
+    }
+
+    #[test]
+    fn revocations_are_served_as_a_feed() {
+        let (cfg, keys, host) = setup();
+        handle(&cfg, &keys, &host, "POST", "/revoke", br#"{"subject":"alice"}"#);
+        let feed = handle(&cfg, &keys, &host, "GET", "/revocations", b"");
+        assert_eq!(feed.status, 200);
+        let table = Revocations::from_json(&feed.body).unwrap();
+        assert!(table.task_revoked("alice", "any", 0));
     }
 
     #[test]

@@ -52,10 +52,29 @@ pub struct Config {
     /// What the audit line may show.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Pull revocations from another replica's (or a central) feed on a timer.
+    #[serde(default)]
+    pub revocation_feed: Option<FeedConfig>,
     /// Approved workspace roots (URI prefixes) per subject, for tokens without a `workspace`
     /// claim: `resources/read` is confined to them and minted tokens carry them.
     #[serde(default)]
     pub workspaces: BTreeMap<String, Vec<String>>,
+}
+
+/// A revocation feed: `GET <path>` on an Envoy cluster answering the JSON revocation table
+/// (the admin listener's `/revocations`). Every replica converges within `poll_secs`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedConfig {
+    pub cluster: String,
+    #[serde(default = "defaults::feed_path")]
+    pub path: String,
+    #[serde(default)]
+    pub authority: Option<String>,
+    #[serde(default = "defaults::feed_poll_secs")]
+    pub poll_secs: u64,
+    #[serde(default = "defaults::jwks_timeout_ms")]
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -244,6 +263,12 @@ mod defaults {
     pub fn policy_version() -> u32 {
         1
     }
+    pub fn feed_path() -> String {
+        "/revocations".into()
+    }
+    pub fn feed_poll_secs() -> u64 {
+        10
+    }
 }
 
 const ALGORITHMS: [&str; 4] = ["EdDSA", "ES256", "RS256", "HS256"];
@@ -290,6 +315,11 @@ impl Config {
         }
         self.validate_auth(&mut problems);
         self.sessions.validate("sessions", &mut problems);
+        if let Some(feed) = &self.revocation_feed {
+            if feed.poll_secs == 0 || feed.timeout_ms == 0 || !feed.path.starts_with('/') {
+                problems.push("revocation_feed: poll_secs and timeout_ms must be positive and path must start with '/'".into());
+            }
+        }
         self.tasks.validate("tasks", &mut problems);
         if problems.is_empty() {
             Ok(())

@@ -122,10 +122,23 @@ mod glue {
         schedules: Vec<JwksSchedule>,
         /// Event counts already flushed to Envoy's counters.
         flushed: Tally,
+        /// The revocation feed poll in flight, and when the next one is due.
+        feed_call: Option<u32>,
+        feed_next: u64,
     }
 
     impl Context for Root {
         fn on_http_call_response(&mut self, token_id: u32, _headers: usize, body_size: usize, _trailers: usize) {
+            if self.feed_call == Some(token_id) {
+                self.feed_call = None;
+                let status = self.get_http_call_response_header(":status").unwrap_or_default();
+                let body = self.get_http_call_response_body(0, body_size).unwrap_or_default();
+                let taken = if status == "200" { admin::take_in_feed(&EnvoyHost, &body) } else { Err(format!("status {status}")) };
+                if let Err(e) = taken {
+                    log::warn!("revocation feed: {e}; keeping the current table");
+                }
+                return;
+            }
             let Some(pos) = self.fetches.iter().position(|(t, _)| *t == token_id) else { return };
             let (_, idp) = self.fetches.swap_remove(pos);
             let Some(gw) = &self.gateway else { return };
@@ -154,6 +167,23 @@ mod glue {
             let now = EnvoyHost.now();
             if let Some(s) = self.schedules.iter_mut().find(|s| s.idp == idp) {
                 s.next = now + wait;
+            }
+        }
+    }
+
+    impl Root {
+        /// Polls the revocation feed when one is configured and a poll is due.
+        fn poll_feed(&mut self, gw: &Shared, now: u64) {
+            let Some(feed) = gw.borrow().config.revocation_feed.clone() else { return };
+            if self.feed_call.is_some() || now < self.feed_next {
+                return;
+            }
+            self.feed_next = now + feed.poll_secs;
+            let authority = feed.authority.clone().unwrap_or_else(|| feed.cluster.clone());
+            let headers = vec![(":method", "GET"), (":path", feed.path.as_str()), (":authority", authority.as_str())];
+            match self.dispatch_http_call(&feed.cluster, headers, None, vec![], Duration::from_millis(feed.timeout_ms)) {
+                Ok(token) => self.feed_call = Some(token),
+                Err(e) => log::warn!("revocation feed: cannot reach cluster {}: {e:?}", feed.cluster),
             }
         }
     }
@@ -207,6 +237,7 @@ mod glue {
             }
             self.flushed = tally;
             let now = EnvoyHost.now();
+            self.poll_feed(&gw, now);
             // The wish stays until a fetch is dispatched, so a kid seen just after a fetch is
             // refetched once min_refresh_secs has passed rather than forgotten.
             let unknown_kid_seen = gw.borrow().jwks_refresh_wanted;

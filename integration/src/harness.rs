@@ -28,18 +28,20 @@ pub struct Ports {
     pub files_2: u16,
     pub reports: u16,
     pub idp: u16,
+    /// Where the `revocation_feed` cluster points (another replica's admin listener).
+    pub feed: u16,
 }
 
 impl Ports {
     /// The demo topology of CONTRACT.md.
     pub const DEMO: Ports =
-        Ports { gateway: 10000, admin: 9901, gateway_admin: 10001, files_1: 18001, files_2: 18002, reports: 18003, idp: 18000 };
+        Ports { gateway: 10000, admin: 9901, gateway_admin: 10001, files_1: 18001, files_2: 18002, reports: 18003, idp: 18000, feed: 10001 };
 
     /// Free loopback ports for one test.
     pub fn free() -> Ports {
         let listeners: Vec<TcpListener> = (0..7).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind")).collect();
         let p: Vec<u16> = listeners.iter().map(|l| l.local_addr().unwrap().port()).collect();
-        Ports { gateway: p[0], admin: p[1], gateway_admin: p[2], files_1: p[3], files_2: p[4], reports: p[5], idp: p[6] }
+        Ports { gateway: p[0], admin: p[1], gateway_admin: p[2], files_1: p[3], files_2: p[4], reports: p[5], idp: p[6], feed: p[2] }
     }
 }
 
@@ -65,6 +67,7 @@ pub fn render_envoy(template: &str, ports: &Ports, wasm: &str, filter_config: &s
             .replace("{{FILES_2_PORT}}", &ports.files_2.to_string())
             .replace("{{REPORTS_PORT}}", &ports.reports.to_string())
             .replace("{{IDP_PORT}}", &ports.idp.to_string())
+            .replace("{{FEED_PORT}}", &ports.feed.to_string())
             .replace("{{WASM}}", wasm);
         out.push_str(&line);
         out.push('\n');
@@ -285,10 +288,17 @@ impl Gateway {
     }
 
     /// A second gateway Envoy in front of the same backends and IdP, with the same keys (two
-    /// replicas of the gateway). Its ports are in the returned [`Ports`].
+    /// replicas of the gateway); its `revocation_feed` cluster points at this one's admin
+    /// listener. Its ports are in the returned [`Ports`].
     pub fn second_gateway(&self, options: &Options) -> (Proc, Ports) {
         let fresh = Ports::free();
-        let ports = Ports { gateway: fresh.gateway, admin: fresh.admin, gateway_admin: fresh.gateway_admin, ..self.ports };
+        let ports = Ports {
+            gateway: fresh.gateway,
+            admin: fresh.admin,
+            gateway_admin: fresh.gateway_admin,
+            feed: self.ports.gateway_admin,
+            ..self.ports
+        };
         let dir = self.dir.join("second");
         std::fs::create_dir_all(&dir).expect("dir");
         let env = self.keys.envoy_env().expect("key env");

@@ -210,3 +210,30 @@ async fn rmcp_legacy_client_reinitializes_by_itself_after_its_session_expires() 
     assert_eq!(inits, 2, "exactly one re-initialization");
     client.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_pulling_the_revocation_feed_converges_within_its_poll_interval() {
+    let gw = Gateway::start(Options::default());
+    let mut options = Options::default();
+    options.filter_config["revocation_feed"] = json!({"cluster": "revocation_feed", "poll_secs": 1});
+    let (second, ports) = gw.second_gateway(&options);
+    let url_b = format!("http://127.0.0.1:{}/mcp/files", ports.gateway);
+    let token = gw.token("alice", "files:read");
+    whoami_of(&modern_whoami(&url_b, &token, "fleet-task").await);
+    // Revoked at replica A only; B learns it from A's feed.
+    let resp = send("POST", &gw.gateway_admin_url("/revoke"), &[("content-type", "application/json")], r#"{"task":"fleet-task"}"#).await;
+    assert_eq!(resp.status, 200);
+    let start = std::time::Instant::now();
+    loop {
+        let resp = modern_whoami(&url_b, &token, "fleet-task").await;
+        if resp.status == 403 {
+            assert_eq!(resp.json()["error"]["data"]["reason"], "task_revoked");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "replica B still serves a task revoked at A:\n{}", second.output());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // B's own feed endpoint now carries the entry too (it is in B's shared table).
+    let feed = send("GET", &format!("http://127.0.0.1:{}/revocations", ports.gateway_admin), &[], "").await;
+    assert!(feed.json()["tasks"]["fleet-task"].is_u64(), "{}", feed.body);
+}

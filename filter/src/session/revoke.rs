@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::seal::{open, SealKeys, MAX_HANDLE_CHARS};
 use super::session_tag;
@@ -21,7 +21,9 @@ pub const MAX_SUBJECT_BYTES: usize = 255;
 const VERSION: u8 = 1;
 
 /// Revoked session tags, task ids (for every subject) and subjects, each with its time.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Its JSON form (`GET /revocations`, the revocation feed) is these three maps.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Revocations {
     /// Session tag → when revoked.
     sessions: BTreeMap<String, u64>,
@@ -64,6 +66,32 @@ impl Revocations {
         for kind in [&mut self.sessions, &mut self.tasks, &mut self.subjects] {
             kind.retain(|_, at| now < at.saturating_add(horizon_secs));
         }
+    }
+
+    /// Takes in every entry of `other` (later times win): how a gateway replica converges on a
+    /// revocation feed. Returns whether anything changed.
+    pub fn merge(&mut self, other: &Revocations) -> bool {
+        let before = self.clone();
+        for (mine, theirs) in [(&mut self.sessions, &other.sessions), (&mut self.tasks, &other.tasks), (&mut self.subjects, &other.subjects)] {
+            for (name, at) in theirs {
+                insert_bounded(mine, name, *at);
+            }
+        }
+        *self != before
+    }
+
+    /// The JSON form, for `GET /revocations`.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".to_string())
+    }
+
+    /// Reads the JSON form; a feed larger than the table bound is refused.
+    pub fn from_json(bytes: &[u8]) -> Result<Revocations, String> {
+        let table: Revocations = serde_json::from_slice(bytes).map_err(|e| format!("revocation feed: {e}"))?;
+        if [&table.sessions, &table.tasks, &table.subjects].iter().any(|k| k.len() > MAX_PER_KIND) {
+            return Err(format!("revocation feed: more than {MAX_PER_KIND} entries of one kind"));
+        }
+        Ok(table)
     }
 
     /// Number of entries of all kinds.
@@ -228,6 +256,22 @@ pub fn apply(
 mod tests {
     use super::*;
     use crate::session::seal::tests::{binding, keys, sealed, NOW};
+
+    #[test]
+    fn feed_round_trips_and_merging_keeps_later_times() {
+        let mut a = Revocations::default();
+        a.revoke_task("t-1", NOW);
+        a.revoke_subject("alice", NOW);
+        let mut b = Revocations::default();
+        b.revoke_subject("alice", NOW + 5);
+        let feed = Revocations::from_json(a.to_json().as_bytes()).unwrap();
+        assert_eq!(feed, a);
+        assert!(b.merge(&feed));
+        assert!(b.task_revoked("bob", "t-1", 0));
+        assert!(b.task_revoked("alice", "x", NOW + 5), "the later subject cut-off stays");
+        assert!(!b.merge(&feed), "merging again changes nothing");
+        assert!(Revocations::from_json(br#"{"sessions":{},"tasks":{},"subjects":{},"x":1}"#).is_err());
+    }
 
     const TAG_KEY: [u8; 32] = [3; 32];
 
