@@ -2,12 +2,14 @@
 //! and (legacy era) the sealed session. Enforces the binding's lifetime on every request.
 //!
 //! State lives in proxy-wasm shared data (every worker of one Envoy sees it) through [`Host`]:
-//! `mcpgw:task:<affinity>` and `mcpgw:sess:<tag>` use records, and `mcpgw:revocations`.
+//! use records of tasks and sessions in the bounded bucket table of [`table`], and
+//! `mcpgw:revocations`.
 
 use crate::agreement::Era;
 use crate::config::AFFINITY_HEADER;
 use crate::host::Host;
 use crate::identity::{Caller, Origin};
+use crate::session::table::{self, RecordId};
 use crate::session::{self, Binding, Expected, Limits, Revocations, SealKeys, SessionError, TaskError, Usage, NONCE_LEN};
 use crate::verdict::Refusal;
 
@@ -110,20 +112,45 @@ pub fn bind(cfg: &WorkflowConfig<'_>, host: &dyn Host, ask: &Ask<'_>) -> Result<
     }
 }
 
+/// A use record in the bounded shared table: read, then (if changed) written back.
+struct Record<'a> {
+    kind: &'static str,
+    id: RecordId,
+    limits: &'a Limits,
+}
+
+impl Record<'_> {
+    fn read(&self, host: &dyn Host) -> Option<Usage> {
+        table::find(&host.shared_get(&self.id.bucket_key(self.kind)).0.unwrap_or_default(), &self.id)
+    }
+
+    /// Writes `usage` with compare-and-swap, so two workers updating one bucket lose nothing.
+    fn write(&self, host: &dyn Host, usage: Usage, now: u64) {
+        let key = self.id.bucket_key(self.kind);
+        for _ in 0..4 {
+            let (bucket, cas) = host.shared_get(&key);
+            let bucket = bucket.unwrap_or_default();
+            let merged = table::find(&bucket, &self.id).map_or(usage, |other| usage.merge(other));
+            if host.shared_set(&key, &table::upsert(&bucket, &self.id, merged, now, self.limits), Some(cas)) {
+                return;
+            }
+        }
+    }
+}
+
 fn restore_session(cfg: &WorkflowConfig<'_>, host: &dyn Host, ask: &Ask<'_>, handle: &str, task: Option<&str>) -> Result<Bound, Refusal> {
     let binding = session::open(&cfg.keys.seal, handle).map_err(Refusal::Session)?;
     let tag = session::session_tag(&cfg.keys.hash, handle);
-    let key = format!("mcpgw:sess:{tag}");
-    let (stored, _) = host.shared_get(&key);
-    let usage = stored.as_deref().and_then(Usage::decode);
+    let record = Record { kind: "sess", id: RecordId::of(&tag), limits: cfg.sessions };
+    let usage = record.read(host);
     let revocations = read_revocations(host).ok_or(Refusal::Session(SessionError::Revoked))?;
     let expected = Expected { sub: &ask.caller.sub, backend: ask.backend, task, policy_version: cfg.policy_version };
     let now = host.now();
-    let record = session::check_session(&binding, &tag, &expected, now, usage, cfg.sessions, &revocations)
+    let updated = session::check_session(&binding, &tag, &expected, now, usage, cfg.sessions, &revocations)
         .map_err(Refusal::Session)?;
-    let record = if ask.method == "DELETE" { record.ended_at(now) } else { record };
-    if usage != Some(record) {
-        host.shared_set(&key, &record.encode(), None);
+    let updated = if ask.method == "DELETE" { updated.ended_at(now) } else { updated };
+    if usage != Some(updated) {
+        record.write(host, updated, now);
     }
     let not_after = binding.expires_at.min(binding.issued_at + cfg.sessions.absolute_secs);
     Ok(Bound {
@@ -137,17 +164,16 @@ fn restore_session(cfg: &WorkflowConfig<'_>, host: &dyn Host, ask: &Ask<'_>, han
 
 fn bind_task(cfg: &WorkflowConfig<'_>, host: &dyn Host, ask: &Ask<'_>, task: &str) -> Result<Bound, Refusal> {
     let affinity = session::affinity_for_task(&cfg.keys.hash, &ask.caller.sub, ask.backend, task);
-    let key = format!("mcpgw:task:{affinity}");
-    let (stored, _) = host.shared_get(&key);
-    let usage = stored.as_deref().and_then(Usage::decode);
+    let record = Record { kind: "task", id: RecordId::of(&affinity), limits: cfg.tasks };
+    let usage = record.read(host);
     let revocations = read_revocations(host).ok_or(Refusal::Task(TaskError::Revoked))?;
     let now = host.now();
-    let record = session::check_task(usage, now, cfg.tasks, &revocations, &ask.caller.sub, task).map_err(Refusal::Task)?;
+    let updated = session::check_task(usage, now, cfg.tasks, &revocations, &ask.caller.sub, task).map_err(Refusal::Task)?;
     // Time is in seconds: most calls of a busy task change nothing, and skip the write.
-    if usage != Some(record) {
-        host.shared_set(&key, &record.encode(), None);
+    if usage != Some(updated) {
+        record.write(host, updated, now);
     }
-    let not_after = (record.first + cfg.tasks.absolute_secs).min(record.last + cfg.tasks.idle_secs);
+    let not_after = (updated.first + cfg.tasks.absolute_secs).min(updated.last + cfg.tasks.idle_secs);
     Ok(Bound { task: task.to_string(), set: vec![(AFFINITY_HEADER, affinity)], not_after: Some(not_after), ..Bound::default() })
 }
 
@@ -175,7 +201,8 @@ pub fn on_response(cfg: &WorkflowConfig<'_>, host: &dyn Host, plan: &OnResponse,
             nonce[16..].copy_from_slice(&host.random16()[..NONCE_LEN - 16]);
             let handle = session::seal(&cfg.keys.seal, &binding, nonce).ok()?;
             let tag = session::session_tag(&cfg.keys.hash, &handle);
-            host.shared_set(&format!("mcpgw:sess:{tag}"), &Usage::new(binding.issued_at).encode(), None);
+            let record = Record { kind: "sess", id: RecordId::of(&tag), limits: cfg.sessions };
+            record.write(host, Usage::new(binding.issued_at), binding.issued_at);
             Some(handle)
         }
     }

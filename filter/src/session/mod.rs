@@ -7,6 +7,7 @@
 
 pub mod revoke;
 pub mod seal;
+pub mod table;
 pub mod tasks;
 mod wire;
 

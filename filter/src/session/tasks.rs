@@ -1,7 +1,7 @@
 //! Use records: when this gateway first and last saw a modern task or a legacy session.
 //!
-//! Stored in proxy-wasm shared data (`task:<affinity>`, `sess:<tag>`) so every worker of one
-//! Envoy sees them. A record is kept as a tombstone long after it expired, so an expired task id
+//! Stored in proxy-wasm shared data (the bucket table of [`super::table`]) so every worker of
+//! one Envoy sees them. A record is kept as a tombstone long after it expired, so an expired task id
 //! or session cannot come back as a fresh one when its record is swept.
 
 use super::revoke::Revocations;
