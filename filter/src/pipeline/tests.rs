@@ -294,3 +294,44 @@ fn modern_task_binds_per_subject_and_expires_with_32010() {
     assert!(String::from_utf8_lossy(&reply.body).contains("-32010"));
     assert!(set_header(&w.modern_task_call(&alice, "t-2").0, "x-mcp-affinity").is_some(), "a new task starts clean");
 }
+
+/// Native cost of the crypto and of the caches in front of it (not a timed test: run with
+/// `cargo test -p filter --release -- --ignored bench_verify_and_mint --nocapture`).
+#[test]
+#[ignore]
+fn bench_verify_and_mint() {
+    use std::time::Instant;
+    let w = world("");
+    let user = w.token("files:read reports:write");
+    let n = 2000;
+    let per = |start: Instant| start.elapsed().as_nanos() / n as u128;
+    let t = Instant::now();
+    let mut caller = None;
+    for _ in 0..n {
+        caller = Some(w.gw.trust.verify(&user, NOW, 30).unwrap());
+    }
+    let verify = per(t);
+    let caller = Rc::new(caller.unwrap());
+    let mut cache = VerifyCache::new(16);
+    cache.put(caller.clone(), NOW);
+    let t = Instant::now();
+    for _ in 0..n {
+        let hash = crate::identity::token_hash(&user);
+        assert!(cache.get(&hash, NOW).is_some());
+    }
+    let verify_cached = per(t);
+    let grant = delegation::plan(&w.gw.config, &caller, "files", "t", NOW, None).unwrap();
+    let t = Instant::now();
+    for i in 0..n {
+        delegation::mint(&grant, &w.gw.trust.signer, "mcp-gateway", format!("j{i}"), NOW).unwrap();
+    }
+    let mint = per(t);
+    let mut mints = MintCache::new(16);
+    mints.put(&grant, delegation::mint(&grant, &w.gw.trust.signer, "gw", "j".into(), NOW).unwrap(), NOW);
+    let t = Instant::now();
+    for _ in 0..n {
+        assert!(mints.get(&grant, NOW, 30).is_some());
+    }
+    let mint_cached = per(t);
+    println!("verify {verify} ns, verify cached (hash + lookup) {verify_cached} ns, mint {mint} ns, mint cached {mint_cached} ns");
+}
