@@ -6,7 +6,7 @@ SUB ?= alice
 SCOPE ?= files:read files:write reports:write
 TTL ?= 600
 
-.PHONY: setup build run test unit integration bench token envoy-yaml validate clean
+.PHONY: setup build run test unit integration clients bench token envoy-yaml validate clean
 
 setup:
 	@./scripts/setup-envoy.sh
@@ -19,9 +19,26 @@ build: setup
 unit:
 	cargo test -p filter
 
-integration: build
+integration: build clients
 	cargo build -p integration --bins
 	cargo test -p integration -- --test-threads 2
+
+# Independent MCP client SDKs for integration/tests/clients.rs: Python `mcp` in .tools/pyenv,
+# the TypeScript SDKs in integration/clients/ts/node_modules; each reinstalled only when its
+# pinned versions change.
+CLIENTS_PY := .tools/pyenv/.installed
+CLIENTS_TS := integration/clients/ts/node_modules/.installed
+
+clients: $(CLIENTS_PY) $(CLIENTS_TS)
+
+$(CLIENTS_PY): integration/clients/python/requirements.txt
+	rm -rf .tools/pyenv && python3 -m venv .tools/pyenv
+	.tools/pyenv/bin/pip install --quiet --disable-pip-version-check -r $<
+	touch $@
+
+$(CLIENTS_TS): integration/clients/ts/package.json integration/clients/ts/package-lock.json
+	cd integration/clients/ts && npm ci --no-audit --no-fund
+	touch $@
 
 test: unit integration
 

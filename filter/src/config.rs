@@ -308,6 +308,14 @@ impl Config {
                 problems.push(format!("backends.{name}: a backend name is 1+ characters of A-Z a-z 0-9 - _"));
             }
         }
+        // Scopes reach WWW-Authenticate challenges: only RFC 6749 scope-tokens may be configured.
+        let scope_token = |s: &String| !s.is_empty() && s.bytes().all(|c| c == 0x21 || (0x23..=0x5b).contains(&c) || (0x5d..=0x7e).contains(&c));
+        for (name, b) in &self.backends {
+            let lists = b.methods.values().chain(b.tools.values()).chain(b.resources.iter().map(|r| &r.scopes));
+            if let Some(bad) = b.scopes.iter().chain(lists.flatten()).find(|s| !scope_token(s)) {
+                problems.push(format!("backends.{name}: {bad:?} is not a scope-token (RFC 6749: printable ASCII, no space, quote or backslash)"));
+            }
+        }
         for (i, h) in self.internal_headers.iter().enumerate() {
             if h.is_empty() || h.bytes().any(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')) {
                 problems.push(format!("internal_headers[{i}]: {h:?} must be a lower-case header name"));
@@ -435,6 +443,14 @@ pub(crate) mod tests {
     fn unknown_field_is_refused_by_name() {
         let err = Config::load(&with_idp(r#""backends":{"files":{}},"max_body_byte":5"#)).unwrap_err();
         assert!(err.to_string().contains("max_body_byte"), "{err}");
+    }
+
+    #[test]
+    fn scopes_that_could_break_a_challenge_header_are_refused() {
+        let err = Config::load(&with_idp(r#""backends":{"files":{"scopes":["ok"],"tools":{"t":["a\"b"]}}}"#)).unwrap_err();
+        assert!(err.to_string().contains("backends.files"), "{err}");
+        let err = Config::load(&with_idp(r#""backends":{"files":{"scopes":["two words"]}}"#)).unwrap_err();
+        assert!(err.to_string().contains("scope-token"), "{err}");
     }
 
     #[test]

@@ -21,7 +21,9 @@ pub fn required<'c>(backend: &'c BackendConfig, ask: Ask<'_>) -> Result<Vec<&'c 
             // Fail closed: a tool the operator has not classified is not callable, unless the
             // backend opts in explicitly.
             None if backend.allow_unlisted_tools => {}
-            None => return Err(Refusal::InsufficientScope(format!("tool:{tool}"))),
+            // Not a scope problem: no scope would help, and the client's tool name must never
+            // reach a response header.
+            None => return Err(Refusal::ToolNotAllowed),
         },
         ("resources/read" | "resources/subscribe", Some(uri)) => {
             let rule = backend.resources.iter().filter(|r| uri.starts_with(r.prefix.as_str())).max_by_key(|r| r.prefix.len());
@@ -104,7 +106,7 @@ mod tests {
     #[test]
     fn unlisted_tool_is_refused_unless_allowed() {
         let mut b = files();
-        assert!(matches!(required(&b, ask("tools/call", Some("rm_rf"))), Err(Refusal::InsufficientScope(_))));
+        assert_eq!(required(&b, ask("tools/call", Some("rm_rf"))), Err(Refusal::ToolNotAllowed));
         b.allow_unlisted_tools = true;
         assert!(required(&b, ask("tools/call", Some("rm_rf"))).unwrap().is_empty());
     }

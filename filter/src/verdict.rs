@@ -83,6 +83,8 @@ pub enum Refusal {
     DelegationTooDeep,
     /// A resource URI outside the subject's approved workspace roots.
     WorkspaceDenied,
+    /// A tool the backend's policy does not list (and `allow_unlisted_tools` is off).
+    ToolNotAllowed,
     /// The gateway cannot mint (no signing key); fail closed rather than forward.
     MintUnavailable,
     /// A legacy session handle that may not be used: 404 tells the client to initialize again.
@@ -101,7 +103,11 @@ impl Refusal {
             | Refusal::UnsupportedVersion
             | Refusal::InvalidTaskId => 400,
             Refusal::Unauthenticated(_) => 401,
-            Refusal::InsufficientScope(_) | Refusal::DelegationNotAllowed | Refusal::DelegationTooDeep | Refusal::WorkspaceDenied => 403,
+            Refusal::InsufficientScope(_)
+            | Refusal::DelegationNotAllowed
+            | Refusal::DelegationTooDeep
+            | Refusal::WorkspaceDenied
+            | Refusal::ToolNotAllowed => 403,
             Refusal::MintUnavailable => 503,
             Refusal::Session(_) => 404,
             Refusal::Task(_) => 403,
@@ -125,9 +131,11 @@ impl Refusal {
             | Refusal::MethodNotAllowed
             | Refusal::InvalidTaskId => code::INVALID_REQUEST,
             Refusal::Unauthenticated(_) => code::UNAUTHENTICATED,
-            Refusal::InsufficientScope(_) | Refusal::DelegationNotAllowed | Refusal::DelegationTooDeep | Refusal::WorkspaceDenied => {
-                code::FORBIDDEN
-            }
+            Refusal::InsufficientScope(_)
+            | Refusal::DelegationNotAllowed
+            | Refusal::DelegationTooDeep
+            | Refusal::WorkspaceDenied
+            | Refusal::ToolNotAllowed => code::FORBIDDEN,
             Refusal::MintUnavailable => code::INTERNAL,
             Refusal::Session(_) => code::SESSION_NOT_FOUND,
             Refusal::Task(_) => code::TASK_REFUSED,
@@ -151,6 +159,7 @@ impl Refusal {
             Refusal::DelegationNotAllowed => "delegation_not_allowed",
             Refusal::DelegationTooDeep => "delegation_too_deep",
             Refusal::WorkspaceDenied => "workspace_denied",
+            Refusal::ToolNotAllowed => "tool_not_allowed",
             Refusal::MintUnavailable => "mint_unavailable",
             Refusal::Session(e) => e.reason(),
             Refusal::Task(e) => e.reason(),
@@ -173,6 +182,7 @@ impl Refusal {
             Refusal::DelegationNotAllowed => "Forbidden: this delegation is not allowed",
             Refusal::DelegationTooDeep => "Forbidden: delegation depth limit reached",
             Refusal::WorkspaceDenied => "Forbidden: resource outside the approved workspace",
+            Refusal::ToolNotAllowed => "Forbidden: this tool is not allowed on this backend",
             Refusal::MintUnavailable => "Gateway cannot mint backend tokens",
             Refusal::Session(_) => "Session not found: initialize a new session",
             Refusal::Task(TaskError::Expired) => "Task expired: start a new task (new Mcp-Task-Id)",

@@ -449,3 +449,23 @@ async fn workspace_roots_confine_resource_reads_and_travel_in_the_minted_token()
     let me = whoami_of(&modern_whoami(&gw.mcp_url("files"), &bob, "ws-task").await);
     assert_eq!(me["claims"]["workspace"], json!(["file:///work/bob/"]));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unlisted_tool_is_refused_without_echoing_its_name_into_headers() {
+    let gw = Gateway::start(Options::default());
+    let token = gw.token("alice", "files:read");
+    // A JSON-escaped CRLF in the tool name must not become a response header (both eras).
+    let legacy = r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"x\r\nSet-Cookie: a=b","arguments":{}}}"#;
+    let modern = r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"x\r\nSet-Cookie: a=b","arguments":{},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#;
+    let modern_headers = [("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", "=?base64?eA0KU2V0LUNvb2tpZTogYT1i?=")];
+    for (body, headers) in [(legacy, &[][..]), (modern, &modern_headers[..])] {
+        let resp = post(&gw.mcp_url("files"), &token, headers, body).await;
+        assert_eq!(resp.status, 403, "{}", resp.body);
+        assert!(resp.header("set-cookie").is_none(), "header injection: {:?}", resp.headers);
+        for value in resp.headers.values() {
+            assert!(!value.as_bytes().windows(10).any(|w| w == b"Set-Cookie"), "client text in a header: {value:?}");
+        }
+        assert_eq!(resp.json()["error"]["data"]["reason"], "tool_not_allowed");
+        assert_eq!(resp.json()["id"], 5);
+    }
+}
