@@ -365,7 +365,15 @@ impl Drop for Gateway {
             for b in &self.backends {
                 eprintln!("---- {} log ----\n{}", b.name, b.output());
             }
+            return;
         }
+        // Logs of a passing test are not needed; a failing one keeps them for a look.
+        self.envoy.kill();
+        self.idp.kill();
+        for b in &mut self.backends {
+            b.kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

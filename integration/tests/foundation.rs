@@ -157,6 +157,7 @@ fn shipped_envoy_yaml_validates_with_the_built_filter() {
     // validate mode loads the Wasm and runs on_configure, which needs the key environment.
     let (ok, out) = envoy_validate(&root().join("envoy/envoy.yaml"), &root(), &keys.envoy_env().unwrap());
     assert!(ok, "envoy --mode validate failed:\n{out}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -178,4 +179,5 @@ fn invalid_filter_configuration_is_refused_at_load_naming_the_field() {
     let (ok, out) = envoy_validate(&path, &root(), &keys.envoy_env().unwrap());
     assert!(!ok, "Envoy accepted an invalid filter configuration");
     assert!(out.contains("max_body_byte"), "the error does not name the field:\n{out}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
