@@ -335,3 +335,45 @@ fn bench_verify_and_mint() {
     let mint_cached = per(t);
     println!("verify {verify} ns, verify cached (hash + lookup) {verify_cached} ns, mint {mint} ns, mint cached {mint_cached} ns");
 }
+
+/// Native cost of one warm modern `tools/call` through both phases (caches hot, task bound):
+/// `cargo test -p filter --release -- --ignored bench_warm_request --nocapture`.
+#[test]
+#[ignore]
+fn bench_warm_request() {
+    use std::time::Instant;
+    let mut w = world("");
+    let user = w.token("files:read");
+    let auth = format!("Bearer {user}");
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hello"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#;
+    let h: Vec<(String, String)> = [
+        (":method", "POST"), (":path", "/mcp/files"), ("content-type", "application/json"), ("authorization", auth.as_str()),
+        ("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", "echo"), ("mcp-task-id", "bench-task"),
+        ("x-request-id", "5b6154d4-2747-4844-9fc7-132074f8b78b"), ("user-agent", "wrk"), ("accept", "application/json"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let n = 20_000;
+    let mut run = |phase: &mut dyn FnMut(&mut World)| {
+        let t = Instant::now();
+        for _ in 0..n {
+            phase(&mut w);
+        }
+        t.elapsed().as_nanos() / n as u128
+    };
+    let full = run(&mut |w| {
+        let mut rec = Record::default();
+        let Step::ReadBody(p) = on_headers(&mut w.gw, &w.host, &h, false, &mut rec) else { panic!() };
+        let Step::Forward(_) = on_body(&mut w.gw, &w.host, &h, p, body.as_bytes(), &mut rec) else { panic!() };
+        std::hint::black_box(rec.line());
+    });
+    let audit_only = run(&mut |_| {
+        let rec = Record { sub: "alice".into(), backend: "files".into(), method: "tools/call".into(), jti: "x".repeat(22), ..Default::default() };
+        std::hint::black_box(rec.line());
+    });
+    let hash_only = run(&mut |_| {
+        std::hint::black_box(crate::identity::token_hash(&user));
+    });
+    println!("warm request {full} ns (audit line alone {audit_only} ns, token SHA-256 alone {hash_only} ns)");
+}

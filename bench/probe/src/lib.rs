@@ -1,0 +1,197 @@
+//! The benchmark's floor: what any proxy-wasm filter that reads an MCP body pays.
+//!
+//! It holds the request headers, buffers the body, parses the JSON-RPC envelope borrowed
+//! (`Cow<str>`, `&RawValue`: arguments are scanned, never materialized) and sets four request
+//! headers. No authentication, policy, tokens or audit: the gateway filter's cost above this
+//! probe is the cost of those.
+//!
+//! With the configuration `hostcalls` it also makes the host calls mcp-gateway-filter's glue
+//! makes on a cached modern request, with no logic between them: the gap from `floor` is what
+//! those calls cost in Envoy, the gap to the gateway is the gateway's own Wasm code. A
+//! comma-separated subset of the call groups (`headers,shared,property,response,code,log,metrics`)
+//! measures one group at a time.
+
+use std::borrow::Cow;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { calls: Calls::default() }) });
+}}
+
+/// The members of a JSON-RPC request the probe reads.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    jsonrpc: Cow<'a, str>,
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    method: Cow<'a, str>,
+    #[serde(borrow)]
+    params: Option<Params<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Params<'a> {
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow, rename = "_meta")]
+    meta: Option<&'a RawValue>,
+}
+
+/// The host-call groups of mcp-gateway-filter's glue on a cached modern request.
+#[derive(Clone, Copy, Default)]
+struct Calls {
+    /// All request headers read, and the clock.
+    headers: bool,
+    /// Two shared-data reads (the task's use-record bucket, the revocation table).
+    shared: bool,
+    /// The decision as filter state for the access log.
+    property: bool,
+    /// All response headers read.
+    response: bool,
+    /// The response code read in `on_log`.
+    code: bool,
+    /// An audit-sized log line.
+    log: bool,
+    /// Two counters and a histogram (ids: requests, method, depth).
+    metrics: Option<(u32, u32, u32)>,
+}
+
+impl Calls {
+    fn parse(config: &str) -> Option<Calls> {
+        let mut calls = Calls::default();
+        let groups = match config {
+            "" | "floor" => return Some(calls),
+            "hostcalls" => "headers,shared,property,response,code,log,metrics",
+            other => other,
+        };
+        for group in groups.split(',') {
+            match group {
+                "headers" => calls.headers = true,
+                "shared" => calls.shared = true,
+                "property" => calls.property = true,
+                "response" => calls.response = true,
+                "code" => calls.code = true,
+                "log" => calls.log = true,
+                "metrics" => {
+                    let define = |kind, name| hostcalls::define_metric(kind, name).unwrap_or(0);
+                    calls.metrics = Some((
+                        define(MetricType::Counter, "probe.requests.allow"),
+                        define(MetricType::Counter, "probe.method.tools_call"),
+                        define(MetricType::Histogram, "probe.delegation_depth"),
+                    ));
+                }
+                _ => return None,
+            }
+        }
+        Some(calls)
+    }
+}
+
+struct Root {
+    calls: Calls,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let config = self.get_plugin_configuration().unwrap_or_default();
+        let Some(calls) = Calls::parse(&String::from_utf8_lossy(&config)) else { return false };
+        self.calls = calls;
+        let _ = hostcalls::set_shared_data("probe:bucket", Some(&[0u8; 512]), None);
+        true
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Probe { calls: self.calls }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct Probe {
+    calls: Calls,
+}
+
+impl Context for Probe {}
+
+impl HttpContext for Probe {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        if self.calls.headers {
+            let headers = self.get_http_request_headers();
+            std::hint::black_box(&headers);
+            let _ = hostcalls::get_current_time();
+        }
+        // Hold the headers until the body is read (needs `allow_on_headers_stop_iteration`).
+        if end_of_stream {
+            Action::Continue
+        } else {
+            Action::Pause
+        }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let body = self.get_http_request_body(0, body_size).unwrap_or_default();
+        let env = match serde_json::from_slice::<Envelope<'_>>(&body) {
+            Ok(env) if env.jsonrpc == "2.0" => env,
+            _ => {
+                self.send_http_response(400, vec![("content-type", "text/plain")], Some(b"bad envelope\n"));
+                return Action::Pause;
+            }
+        };
+        let params = env.params.as_ref();
+        let name = params.and_then(|p| p.name.as_deref()).unwrap_or("");
+        let era = if params.and_then(|p| p.meta).is_some() { "modern" } else { "legacy" };
+        if self.calls.shared {
+            let _ = hostcalls::get_shared_data("probe:bucket");
+            let _ = hostcalls::get_shared_data("probe:revocations");
+        }
+        if self.calls.property {
+            self.set_property(vec!["mcp_audit"], Some(b"decision=allow reason= jti=0123456789abcdef task=bench-task"));
+        }
+        self.set_http_request_header("mcp-method", Some(&env.method));
+        self.set_http_request_header("mcp-name", Some(name));
+        self.set_http_request_header("x-probe-era", Some(era));
+        self.set_http_request_header("x-probe-id", Some(env.id.map_or("", |id| id.get())));
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if self.calls.response {
+            let headers = self.get_http_response_headers();
+            std::hint::black_box(&headers);
+        }
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        if self.calls.code {
+            let code = self.get_property(vec!["response", "code"]);
+            std::hint::black_box(&code);
+        }
+        if self.calls.log {
+            log::info!("probe_audit: {}", AUDIT_SIZED_LINE);
+        }
+        if let Some((requests, method, depth)) = self.calls.metrics {
+            let _ = hostcalls::increment_metric(requests, 1);
+            let _ = hostcalls::increment_metric(method, 1);
+            let _ = hostcalls::record_metric(depth, 1);
+        }
+    }
+}
+
+/// As long as the gateway's audit line for the bench request.
+const AUDIT_SIZED_LINE: &str = r#"{"ts":1764000000,"request_id":"0f8a3c52-7d1e-4b9a-9f3e-2c6d8e1a4b7f","era":"modern","task":"bench-task","session":"","sub":"alice","backend":"files","method":"tools/call","name":"echo","decision":"allow","reason":"","status":200,"jti":"q2Vb9xW3kL0pR7tY","parent_jti":"a8Zk2Lm4Nq6Rs8Tu","aud":"files","scope":"files:read","act":["mcp-gateway"],"depth":1}"#;

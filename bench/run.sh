@@ -1,0 +1,298 @@
+#!/usr/bin/env bash
+# `make bench`: the gateway's cost against bare Envoy, Envoy's native MCP filter and the floor of
+# any body-reading Wasm filter, on one upstream, in one run (issue 14; see bench/README.md).
+#
+#   BENCH_SECONDS=5  seconds of each measured wrk run
+#   BENCH_ROUNDS=3   interleaved rounds (A B P C C-legacy D, A B P ...); medians are reported
+#   BENCH_WARMUP=1   seconds of unmeasured load before each configuration's runs
+#   BENCH_MEMORY_COUNT=100000  distinct tasks, and distinct sessions, for the memory figures (0: skip)
+#   BENCH_CONFIGS    which configurations to run, in order (default: the six of issue 14; add
+#                    probe_host for the probe making the gateway's host calls, a diagnosis aid)
+#   ENVOY_BIN        the Envoy to use (else .tools/envoy/envoy from `make setup`)
+#   BENCH_GATEWAY_WASM  the filter to measure (else the `make build` output)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+BENCH_DIR=$PWD/bench
+OUT=$PWD/target/bench
+ENVOY=${ENVOY_BIN:-$PWD/.tools/envoy/envoy}
+SECS=${BENCH_SECONDS:-5}
+ROUNDS=${BENCH_ROUNDS:-3}
+WARMUP=${BENCH_WARMUP:-1}
+MEMORY_COUNT=${BENCH_MEMORY_COUNT:-100000}
+GATEWAY_WASM=${BENCH_GATEWAY_WASM:-$PWD/target/wasm32-wasip1/release/filter.wasm}
+PROBE_WASM=$BENCH_DIR/probe/target/wasm32-wasip1/release/probe.wasm
+# shellcheck source=bench/lib.sh
+. "$BENCH_DIR/lib.sh"
+trap stop_all EXIT
+trap 'exit 130' INT TERM
+
+# The configurations: the Envoy instance each runs on, the request it sends, its table label.
+REPORTED=(bare native probe gateway gateway_legacy gateway_cold)
+read -r -a CONFIGS <<<"${BENCH_CONFIGS:-${REPORTED[*]}}"
+declare -A INSTANCE=([bare]=bare [native]=native [probe]=probe [probe_host]=probe_host [gateway]=gateway
+  [gateway_legacy]=gateway [gateway_cold]=gateway_cold)
+declare -A REQUEST=([bare]=modern [native]=modern [probe]=modern [probe_host]=modern [gateway]=modern
+  [gateway_legacy]=legacy [gateway_cold]=modern)
+declare -A LABEL=([bare]="A bare" [native]="B native mcp" [probe]="P probe" [probe_host]="P+hostcalls"
+  [gateway]="C gateway" [gateway_legacy]="C-legacy" [gateway_cold]="D cold")
+# The Envoy instances: filters fragment (bench/envoy/filters/) and its settings.
+declare -A PROXY=([bare]="bare" [native]="native" [probe]="probe PROBE_MODE=floor"
+  [probe_host]="probe PROBE_MODE=hostcalls" [gateway]="gateway CACHE_ENTRIES=10000"
+  [gateway_cold]="gateway CACHE_ENTRIES=0")
+
+prepare() {
+  need wrk wrk
+  need jq jq
+  need curl curl
+  [ -x "$ENVOY" ] || die "no Envoy at $ENVOY: run make setup or set ENVOY_BIN"
+  [ -f "$GATEWAY_WASM" ] || die "no $GATEWAY_WASM: run make build"
+  rm -rf "$OUT" && mkdir -p "$OUT/logs" "$OUT/config" "$OUT/requests"
+  echo "bench: building the probe filter and the token tool"
+  cargo build -q --release --target wasm32-wasip1 --manifest-path "$BENCH_DIR/probe/Cargo.toml"
+  cargo build -q -p integration --bin mcp-token
+  local keys=$OUT/keys
+  target/debug/mcp-token keys --dir "$keys"
+  TOKEN=$(target/debug/mcp-token --dir "$keys" --sub alice --scope "files:read" --ttl 3600)
+  JWKS=$(cat "$keys/idp-jwks.json")
+  SIGNING_KEY=$(cat "$keys/gateway.pem")
+  SEAL_KEYS=$(tr -d '\n' <"$keys/seal.keys")
+  HASH_KEY=$(tr -d '\n' <"$keys/hash.key")
+  write_requests
+}
+
+pad() {
+  printf 'x%.0s' $(seq "$1")
+}
+
+# The workload: a ~300-byte tools/call in each era, and a legacy initialize.
+write_requests() {
+  local modern legacy
+  modern='{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"text":"'$(pad 92)'"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}'
+  legacy='{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"text":"'$(pad 205)'"}}}'
+  local common="Authorization: Bearer $TOKEN
+Content-Type: application/json
+Accept: application/json, text/event-stream"
+  printf '%s\nMCP-Protocol-Version: 2026-07-28\nMcp-Method: tools/call\nMcp-Name: echo\nMcp-Task-Id: bench-task\n\n%s' \
+    "$common" "$modern" >"$OUT/requests/modern.http"
+  printf '%s\nMCP-Protocol-Version: 2025-06-18\n\n%s' "$common" "$legacy" >"$OUT/requests/legacy.http"
+  printf '%s\n\n%s' "$common" \
+    '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"bench","version":"1.0.0"}}}' \
+    >"$OUT/requests/initialize.http"
+  echo "bench: bodies modern ${#modern} B, legacy ${#legacy} B"
+}
+
+# start_proxy NAME [INSTANCE]: renders and starts one proxy instance (INSTANCE defaults to NAME).
+start_proxy() {
+  local name=$1 settings filter_config fragment
+  read -r -a settings <<<"${PROXY[${2:-$1}]}"
+  filter_config=$(render "$BENCH_DIR/gateway.json" "JWKS=$JWKS" "${settings[@]:1}")
+  fragment=$(render "$BENCH_DIR/envoy/filters/${settings[0]}.yaml" "PROBE_WASM=$PROBE_WASM" \
+    "GATEWAY_WASM=$GATEWAY_WASM" "FILTER_CONFIG=$filter_config" "${settings[@]:1}")
+  render "$BENCH_DIR/envoy/proxy.yaml" "FILTERS=$fragment" "UPSTREAM_PORT=$UPSTREAM_PORT" >"$OUT/config/$name.yaml"
+  start_envoy "$name" "$OUT/config/$name.yaml" \
+    "MCP_GW_SIGNING_KEY=$SIGNING_KEY" "MCP_GW_SEAL_KEYS=$SEAL_KEYS" "MCP_GW_HASH_KEY=$HASH_KEY"
+}
+
+url() {
+  echo "http://127.0.0.1:$(cat "$OUT/$1.port")/mcp/files"
+}
+
+# post INSTANCE REQUEST [EXTRA_HEADER]: one request with curl; prints status line, headers, body.
+post() {
+  local file=$OUT/requests/$2.http args=()
+  while IFS= read -r line; do
+    [ -z "$line" ] && break
+    args+=(-H "$line")
+  done <"$file"
+  [ -z "${3:-}" ] || args+=(-H "$3")
+  curl -s -i --max-time 5 "${args[@]}" --data-binary "$(sed '1,/^$/d' "$file")" "$(url "$1")"
+}
+
+# Every configuration answers its request with the upstream's 200 before anything is measured.
+smoke() {
+  local cfg response
+  for cfg in "${CONFIGS[@]}"; do
+    [ "$cfg" = gateway_legacy ] && continue
+    response=$(post "${INSTANCE[$cfg]}" "${REQUEST[$cfg]}")
+    if ! grep -q '^HTTP/1.1 200' <<<"$response" || ! grep -q 'hello from the bench upstream' <<<"$response"; then
+      die "$cfg does not pass the request: $response"
+    fi
+  done
+  if [ -f "$OUT/logs/gateway.log" ] && ! grep -q 'mcp_audit: ' "$OUT/logs/gateway.log"; then
+    die "the gateway wrote no audit line (see $OUT/logs/gateway.log)"
+  fi
+}
+
+# The legacy workload's session: initialize through the gateway, keep the handle it returns.
+open_session() {
+  local response handle
+  response=$(post gateway initialize)
+  grep -q '^HTTP/1.1 200' <<<"$response" || die "legacy initialize failed: $response"
+  handle=$(tr -d '\r' <<<"$response" | awk -F': ' 'tolower($1) == "mcp-session-id" { print $2 }')
+  [ -n "$handle" ] || die "legacy initialize returned no Mcp-Session-Id: $response"
+  # The upstream's ids are UUIDs (its x-request-id): one coming back means no sealed handle.
+  if [[ $handle =~ ^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$ ]]; then
+    SESSION_KIND=plain
+  else
+    SESSION_KIND=sealed
+  fi
+  printf 'Mcp-Session-Id: %s\n%s' "$handle" "$(cat "$OUT/requests/legacy.http")" >"$OUT/requests/legacy.tmp"
+  mv "$OUT/requests/legacy.tmp" "$OUT/requests/legacy.http"
+  response=$(post gateway legacy)
+  grep -q '^HTTP/1.1 200' <<<"$response" || die "legacy tools/call with the session failed: $response"
+  echo "bench: legacy session handle: $SESSION_KIND (${#handle} chars)"
+}
+
+# One round: each configuration warmed up, then 16 connections (rps), then 1 (latency). Around
+# each run the proxy's CPU time per request is taken too: other processes on the machine move it
+# far less than rps, and at 1 connection it shows how much of the latency is the proxy's work.
+measure_round() {
+  local round=$1 cfg url file pid tput lat
+  for cfg in "${CONFIGS[@]}"; do
+    url=$(url "${INSTANCE[$cfg]}")
+    file=$OUT/requests/${REQUEST[$cfg]}.http
+    pid=$(cat "$OUT/${INSTANCE[$cfg]}.pid")
+    wrk_run "$WARMUP" 16 "$url" post.lua "$file" >/dev/null
+    tput=$(measured_run "$pid" "$SECS" 16 "$url" post.lua "$file")
+    lat=$(measured_run "$pid" "$SECS" 1 "$url" post.lua "$file")
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$cfg" "$round" "$(field rps "$tput")" "$(field p50_us "$lat")" \
+      "$(field p99_us "$lat")" "$(field cpu_us "$tput")" "$(field cpu_us "$lat")" >>"$OUT/runs.tsv"
+    printf 'bench: round %s %-14s %8s req/s %6s us CPU/req | 1 conn: %6s us CPU/req, p50 %4s us, p99 %5s us\n' \
+      "$round" "$cfg" "$(field rps "$tput")" "$(field cpu_us "$tput")" "$(field cpu_us "$lat")" \
+      "$(field p50_us "$lat")" "$(field p99_us "$lat")"
+  done
+}
+
+# measured_run PID WRK_RUN_ARGS...: one wrk_run; prints its result line with cpu_us=, the CPU
+# microseconds the process PID spent per request during it.
+measured_run() {
+  local pid=$1 ticks result
+  shift
+  ticks=$(cpu_ticks "$pid")
+  result=$(wrk_run "$@")
+  ticks=$(($(cpu_ticks "$pid") - ticks))
+  awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" -v n="$(field requests "$result")" -v r="$result" \
+    'BEGIN { printf "%s cpu_us=%.1f\n", r, t * 1e6 / hz / n }'
+}
+
+# A proxy that opens an upstream connection per request measures TCP set-up, not filters.
+check_connection_reuse() {
+  local instance stats connections requests
+  for instance in $(instances); do
+    stats=$(curl -sf "http://$(cat "$OUT/$instance.admin")/stats?filter=^cluster\.upstream\.upstream_(cx|rq)_total$")
+    connections=$(awk '{ print $2 }' <<<"$(grep upstream_cx_total <<<"$stats")")
+    requests=$(awk '{ print $2 }' <<<"$(grep upstream_rq_total <<<"$stats")")
+    if [ $((connections * 100)) -gt "$requests" ]; then
+      echo "bench: WARNING: $instance opened $connections upstream connections for $requests requests" >&2
+    fi
+  done
+}
+
+# Envoy RSS growth over COUNT distinct modern tasks, and over COUNT distinct legacy sessions, each
+# on a fresh gateway warmed up with the same request kind first.
+measure_memory() {
+  local before pid result
+  start_proxy mem_tasks gateway
+  pid=$(cat "$OUT/mem_tasks.pid")
+  wrk_run 2 16 "$(url mem_tasks)" post.lua "$OUT/requests/modern.http" >/dev/null
+  before=$(rss_bytes "$pid")
+  result=$(wrk_run 300 16 "$(url mem_tasks)" tasks.lua "$OUT/requests/modern.http" "$MEMORY_COUNT")
+  [ "$(field requests "$result")" -ge "$MEMORY_COUNT" ] || die "only $(field requests "$result") task requests in 300 s"
+  TASKS_GROWTH=$(($(rss_bytes "$pid") - before))
+  echo "bench: $MEMORY_COUNT tasks: RSS $before -> $((before + TASKS_GROWTH)) bytes"
+  kill "$pid"
+
+  start_proxy mem_sessions gateway
+  pid=$(cat "$OUT/mem_sessions.pid")
+  wrk_run 2 16 "$(url mem_sessions)" sessions.lua "$OUT/requests/initialize.http" "$OUT/requests/legacy.http" 1000 >/dev/null
+  before=$(rss_bytes "$pid")
+  result=$(wrk_run 300 16 "$(url mem_sessions)" sessions.lua "$OUT/requests/initialize.http" "$OUT/requests/legacy.http" "$MEMORY_COUNT")
+  [ "$(field requests "$result")" -ge $((2 * MEMORY_COUNT)) ] || die "only $(field requests "$result") session requests in 300 s"
+  SESSIONS_GROWTH=$(($(rss_bytes "$pid") - before))
+  echo "bench: $MEMORY_COUNT sessions: RSS $before -> $((before + SESSIONS_GROWTH)) bytes"
+  kill "$pid"
+}
+
+# Medians over the rounds, results.json in the shape of issue 14, the table and the targets.
+report() {
+  jq -R -s --argjson wasm "$(stat -c %s "$GATEWAY_WASM")" --argjson tasks "$TASKS_GROWTH" \
+    --argjson sessions "$SESSIONS_GROWTH" '
+    def median: sort | if length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+    [split("\n")[] | select(length > 0) | split("\t")
+      | {cfg: .[0], rps: (.[2] | tonumber), p50: (.[3] | tonumber), p99: (.[4] | tonumber), cpu: (.[5] | tonumber), cpu1: (.[6] | tonumber)}]
+    | group_by(.cfg)
+    | map({key: .[0].cfg, value: {rps: (map(.rps) | median | round), p50_us: (map(.p50) | median | round),
+        p99_us: (map(.p99) | median | round), cpu_us: (map(.cpu) | median), cpu1_us: (map(.cpu1) | median)}})
+    | {configs: from_entries, wasm_bytes: $wasm, rss_growth_100k_sessions_bytes: $sessions, rss_growth_100k_tasks_bytes: $tasks}
+    ' "$OUT/runs.tsv" >"$OUT/medians.json"
+  jq --args '.configs |= with_entries(select(.key | IN($ARGS.positional[])) | .value |= del(.cpu_us, .cpu1_us))' \
+    "${REPORTED[@]}" <"$OUT/medians.json" >"$OUT/results.json"
+  echo
+  echo "mcp-gateway-filter bench, $(date -u +%Y-%m-%d), $(nproc) CPU $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)," \
+    "Envoy $("$ENVOY" --version | grep -o '[0-9]*\.[0-9]*\.[0-9]*' | head -n1), 1 worker, load average at start $LOAD_AT_START"
+  echo "filter: $GATEWAY_WASM (project at $(git describe --always --dirty 2>/dev/null || echo unknown))"
+  echo "$ROUNDS rounds x ${SECS} s, medians; legacy session handle: $SESSION_KIND; 16 connections: req/s and the" \
+    "proxy's CPU us per request; 1 connection: CPU us per request, p50 and p99 latency in us"
+  local cfg
+  for cfg in "${CONFIGS[@]}"; do
+    jq -r --arg cfg "$cfg" --arg name "${LABEL[$cfg]}" '
+      (.configs.bare // .configs[$cfg]) as $a | .configs[$cfg] as $c |
+      [$name, $c.rps, $c.rps / $a.rps, $c.cpu_us, $c.cpu_us - $a.cpu_us, $c.cpu1_us, $c.cpu1_us - $a.cpu1_us,
+       $c.p50_us, $c.p50_us - $a.p50_us, $c.p99_us, $c.p99_us - $a.p99_us]
+      | @tsv' "$OUT/medians.json"
+  done | awk -F'\t' '
+    BEGIN {
+      printf "%-14s %7s %5s %6s %6s | %6s %6s %6s %5s %6s %6s\n", "", "req/s", "x A", "CPU", "+A", "CPU", "+A", "p50", "+A", "p99", "+A"
+    }
+    { printf "%-14s %7d %5.2f %6.1f %+6.1f | %6.1f %+6.1f %6d %+5d %6d %+6d\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 }'
+  jq -r '"wasm: \(.wasm_bytes) bytes; RSS growth: \(.rss_growth_100k_tasks_bytes) bytes for 100k tasks, \(.rss_growth_100k_sessions_bytes) bytes for 100k sessions"' \
+    "$OUT/results.json"
+  jq -r '.configs as $c | select([$c[]] | length == 6) |
+    def r($x): $x * 100 | round / 100; def mark($ok): if $ok then "met" else "MISSED" end;
+    ($c.gateway.p50_us - $c.bare.p50_us) as $gp | ($c.probe.p50_us - $c.bare.p50_us) as $pp |
+    "targets: C rps \(r($c.gateway.rps / $c.native.rps)) x B (>= 0.95 \(mark($c.gateway.rps >= 0.95 * $c.native.rps))), " +
+    "\(r($c.gateway.rps / $c.probe.rps)) x P (>= 0.90 \(mark($c.gateway.rps >= 0.9 * $c.probe.rps)))",
+    "         C-legacy rps \(r($c.gateway_legacy.rps / $c.native.rps)) x B (\(mark($c.gateway_legacy.rps >= 0.95 * $c.native.rps))), " +
+    "\(r($c.gateway_legacy.rps / $c.probe.rps)) x P (\(mark($c.gateway_legacy.rps >= 0.9 * $c.probe.rps)))",
+    "         C added p50 \($gp) us vs P added p50 \($pp) us (<= 1.5 x \(mark($gp <= 1.5 * $pp)))",
+    if .rss_growth_100k_tasks_bytes == null then empty else
+    "         memory: tasks \(mark(.rss_growth_100k_tasks_bytes <= 67108864)), sessions \(mark(.rss_growth_100k_sessions_bytes <= 67108864)) (<= 64 MiB each)" end' \
+    "$OUT/results.json"
+  echo "results: $OUT/results.json (every run: $OUT/runs.tsv)"
+}
+
+# The Envoy instances the selected configurations need, each once.
+instances() {
+  local cfg
+  for cfg in "${CONFIGS[@]}"; do
+    [ -n "${INSTANCE[$cfg]:-}" ] || die "unknown configuration $cfg (known: ${!INSTANCE[*]})"
+    echo "${INSTANCE[$cfg]}"
+  done | awk '!seen[$0]++'
+}
+
+main() {
+  LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
+  prepare
+  start_envoy upstream "$BENCH_DIR/envoy/upstream.yaml"
+  UPSTREAM_PORT=$PORT
+  local instance round
+  for instance in $(instances); do
+    start_proxy "$instance"
+  done
+  smoke
+  SESSION_KIND=none
+  [[ " ${CONFIGS[*]} " != *" gateway_legacy "* ]] || open_session
+  : >"$OUT/runs.tsv"
+  for round in $(seq 1 "$ROUNDS"); do
+    measure_round "$round"
+  done
+  check_connection_reuse
+  TASKS_GROWTH=null SESSIONS_GROWTH=null
+  [ "$MEMORY_COUNT" = 0 ] || measure_memory
+  report
+}
+
+# Sourced (e.g. by profile.sh), it only defines the functions.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  main "$@"
+fi
