@@ -1,7 +1,8 @@
-//! A bounded cache of entries that expire, keyed by a 32-byte hash; shared by the verified-token
-//! and minted-token caches.
+//! A bounded cache of entries that expire; shared by the verified-token and minted-token caches.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::Hash;
 
 /// An entry that stops being usable at `exp` (unix seconds).
 pub trait Expiring {
@@ -9,20 +10,23 @@ pub trait Expiring {
 }
 
 /// Bounded by `capacity`; never returns an entry the caller's predicate rejects.
-pub struct ExpiringCache<V> {
-    entries: HashMap<[u8; 32], V>,
+pub struct ExpiringCache<K, V> {
+    entries: HashMap<K, V>,
     capacity: usize,
     pub hits: u64,
     pub misses: u64,
 }
 
-impl<V: Expiring + Clone> ExpiringCache<V> {
+impl<K: Hash + Eq, V: Expiring + Clone> ExpiringCache<K, V> {
     pub fn new(capacity: usize) -> Self {
         ExpiringCache { entries: HashMap::new(), capacity, hits: 0, misses: 0 }
     }
 
     /// The entry under `key` if `usable` accepts it; counts a hit or a miss.
-    pub fn get(&mut self, key: &[u8; 32], usable: impl Fn(&V) -> bool) -> Option<V> {
+    pub fn get<Q: Hash + Eq + ?Sized>(&mut self, key: &Q, usable: impl Fn(&V) -> bool) -> Option<V>
+    where
+        K: Borrow<Q>,
+    {
         let hit = self.entries.get(key).filter(|v| usable(v)).cloned();
         if hit.is_some() {
             self.hits += 1;
@@ -34,7 +38,7 @@ impl<V: Expiring + Clone> ExpiringCache<V> {
 
     /// Stores an entry; when full, expired entries go first, then everything: a re-verify or
     /// re-mint is the only cost, and memory stays bounded without tracking recency.
-    pub fn put(&mut self, key: [u8; 32], value: V, now: u64) {
+    pub fn put(&mut self, key: K, value: V, now: u64) {
         if self.capacity == 0 {
             return;
         }

@@ -78,6 +78,19 @@ pub struct Minted {
     pub scope: String,
     pub exp: u64,
     pub act: Actor,
+    /// What it was minted for: (parent, audience, task), to confirm a cache hit.
+    pub parent: [u8; 32],
+    pub aud: String,
+    pub task: String,
+}
+
+impl Minted {
+    fn issued_for(&self, grant: &Grant) -> bool {
+        self.parent == grant.parent
+            && self.aud == grant.aud
+            && self.task == grant.task
+            && self.scope.split(' ').filter(|s| !s.is_empty()).eq(grant.scopes.iter().map(String::as_str))
+    }
 }
 
 /// Signs the grant as the gateway.
@@ -95,11 +108,25 @@ pub fn mint(grant: &Grant, signer: &Ed25519KeyPair, issuer: &str, jti: String, n
     claims.invalid_before = Some(Duration::from_secs(now));
     claims.expires_at = Some(Duration::from_secs(grant.exp));
     let token = signer.sign(claims).map_err(|_| Refusal::MintUnavailable)?;
-    Ok(Minted { token: token.into(), jti, scope, exp: grant.exp, act: grant.act.clone() })
+    Ok(Minted {
+        token: token.into(),
+        jti,
+        scope,
+        exp: grant.exp,
+        act: grant.act.clone(),
+        parent: grant.parent,
+        aud: grant.aud.clone(),
+        task: grant.task.clone(),
+    })
 }
 
 /// Minted tokens by (parent token, backend, task, scope), reused until shortly before expiry.
-pub struct MintCache(ExpiringCache<Minted>);
+/// The map key is a keyed SipHash of those; a hit is confirmed against the entry's own fields,
+/// so a hash collision can only cost a re-mint, never hand out another grant's token.
+pub struct MintCache {
+    entries: ExpiringCache<u64, Minted>,
+    hasher: std::collections::hash_map::RandomState,
+}
 
 impl Expiring for Minted {
     fn exp(&self) -> u64 {
@@ -109,34 +136,32 @@ impl Expiring for Minted {
 
 impl MintCache {
     pub fn new(capacity: usize) -> Self {
-        MintCache(ExpiringCache::new(capacity))
+        MintCache { entries: ExpiringCache::new(capacity), hasher: Default::default() }
     }
 
-    fn key(grant: &Grant) -> [u8; 32] {
-        let mut h = hmac_sha256::Hash::new();
-        for part in [&grant.parent[..], grant.aud.as_bytes(), grant.task.as_bytes(), grant.scopes.join(" ").as_bytes()] {
-            h.update((part.len() as u32).to_le_bytes());
-            h.update(part);
-        }
-        h.finalize()
+    fn key(&self, grant: &Grant) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one((&grant.parent, &grant.aud, &grant.task, &grant.scopes))
     }
 
     /// A cached token for the grant, if it stays valid past the refresh margin and ends no later
     /// than the grant does (a shorter binding must never get a longer-lived cached token).
     pub fn get(&mut self, grant: &Grant, now: u64, margin: u64) -> Option<Minted> {
-        self.0.get(&Self::key(grant), |m| m.exp >= now + margin && m.exp <= grant.exp)
+        let key = self.key(grant);
+        self.entries.get(&key, |m| m.exp >= now + margin && m.exp <= grant.exp && m.issued_for(grant))
     }
 
     pub fn put(&mut self, grant: &Grant, minted: Minted, now: u64) {
-        self.0.put(Self::key(grant), minted, now);
+        let key = self.key(grant);
+        self.entries.put(key, minted, now);
     }
 
     pub fn hits(&self) -> u64 {
-        self.0.hits
+        self.entries.hits
     }
 
     pub fn misses(&self) -> u64 {
-        self.0.misses
+        self.entries.misses
     }
 }
 

@@ -257,8 +257,10 @@ pub fn scopes_of(claims: &JWTClaims<McpClaims>) -> Vec<String> {
     claims.custom.scope.as_deref().unwrap_or("").split_ascii_whitespace().map(str::to_string).collect()
 }
 
-/// Verified callers by token hash. Bounded; an entry never outlives its token's `exp`.
-pub struct VerifyCache(ExpiringCache<Rc<Caller>>);
+/// Verified callers by token. Keyed by the token itself, not a hash of it: a lookup costs one
+/// SipHash and a compare, and no collision can ever return another caller. Bounded; an entry
+/// never outlives its token's `exp`.
+pub struct VerifyCache(ExpiringCache<Box<str>, Rc<Caller>>);
 
 impl Expiring for Rc<Caller> {
     fn exp(&self) -> u64 {
@@ -271,12 +273,12 @@ impl VerifyCache {
         VerifyCache(ExpiringCache::new(capacity))
     }
 
-    pub fn get(&mut self, hash: &[u8; 32], now: u64) -> Option<Rc<Caller>> {
-        self.0.get(hash, |c| c.exp > now)
+    pub fn get(&mut self, token: &str, now: u64) -> Option<Rc<Caller>> {
+        self.0.get(token, |c| c.exp > now)
     }
 
-    pub fn put(&mut self, caller: Rc<Caller>, now: u64) {
-        self.0.put(caller.token_hash, caller, now);
+    pub fn put(&mut self, token: &str, caller: Rc<Caller>, now: u64) {
+        self.0.put(token.into(), caller, now);
     }
 
     pub fn hits(&self) -> u64 {
@@ -403,11 +405,12 @@ pub(crate) mod tests {
             Rc::new(Caller { sub: "a".into(), scopes: vec![], exp, jti: None, origin: Origin::User { issuer: "i".into() }, token_hash: [n; 32], workspace: vec![] })
         };
         let mut cache = VerifyCache::new(2);
-        cache.put(caller(1, NOW + 10), NOW);
-        assert!(cache.get(&[1; 32], NOW + 9).is_some());
-        assert!(cache.get(&[1; 32], NOW + 10).is_none(), "expired entry is gone");
+        cache.put("t1", caller(1, NOW + 10), NOW);
+        assert!(cache.get("t1", NOW + 9).is_some());
+        assert!(cache.get("t1", NOW + 10).is_none(), "expired entry is not returned");
+        assert!(cache.get("t1x", NOW).is_none());
         for n in 2..10 {
-            cache.put(caller(n, NOW + 100), NOW);
+            cache.put(&format!("t{n}"), caller(n, NOW + 100), NOW);
         }
         assert!(cache.len() <= 2);
     }

@@ -34,7 +34,7 @@ mod glue {
     use crate::workflow::{OnResponse, WorkflowKeys};
     use crate::config::Config;
     use crate::host::Host;
-    use crate::metrics::{self, Tally};
+    use crate::metrics::Tally;
     use crate::pipeline::{self, Edits, Gateway, Pending, Step};
     use crate::trust::Trust;
     use crate::verdict::Reply;
@@ -98,11 +98,6 @@ mod glue {
         }
     }
 
-    fn observe(name: &str, value: u64) {
-        if let Some(id) = metric(name, MetricType::Histogram) {
-            let _ = proxy_wasm::hostcalls::record_metric(id, value);
-        }
-    }
 
     /// When to fetch one identity provider's JWKS.
     #[derive(Clone, Copy)]
@@ -236,6 +231,9 @@ mod glue {
                 count(name, delta);
             }
             self.flushed = tally;
+            for (name, delta) in gw.borrow_mut().pending_metrics.drain() {
+                count(&name, delta);
+            }
             let now = EnvoyHost.now();
             self.poll_feed(&gw, now);
             // The wish stays until a fetch is dispatched, so a kid seen just after a fetch is
@@ -361,24 +359,25 @@ mod glue {
             if self.record.backend.is_empty() {
                 return Action::Continue;
             }
+            if self.record.status == 0 {
+                self.record.status = self.get_http_response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+            }
             let gw = self.gateway.borrow();
-            let mut upstream_session = None;
-            for (name, value) in self.get_http_response_headers() {
-                // Internal headers never reach the client, whatever the upstream sent.
-                if gw.config.is_internal_header(&name) {
-                    self.set_http_response_header(&name, None);
-                } else if name == "mcp-session-id" {
-                    upstream_session = Some(value);
-                }
+            // Internal headers never reach the client, whatever the upstream sent. Each is removed
+            // by name: cheaper than reading every response header.
+            for name in gw.config.internal_header_names() {
+                self.set_http_response_header(name, None);
             }
-            if upstream_session.is_some() {
-                // The backend's session id is never shown: the client sees the sealed handle.
-                let shown = pipeline::on_response(&gw, &EnvoyHost, &self.on_response, upstream_session.as_deref());
-                if shown.is_some() && matches!(self.on_response, OnResponse::Seal(_)) {
-                    count("mcp_gateway.sessions.opened", 1);
-                }
-                self.set_http_response_header("mcp-session-id", shown.as_deref());
+            // The backend's session id is never shown: the client sees the sealed handle or nothing.
+            let upstream_session = match self.on_response {
+                OnResponse::Strip => None,
+                _ => self.get_http_response_header("mcp-session-id"),
+            };
+            let shown = pipeline::on_response(&gw, &EnvoyHost, &self.on_response, upstream_session.as_deref());
+            if shown.is_some() && matches!(self.on_response, OnResponse::Seal(_)) {
+                count("mcp_gateway.sessions.opened", 1);
             }
+            self.set_http_response_header("mcp-session-id", shown.as_deref());
             Action::Continue
         }
 
@@ -386,19 +385,8 @@ mod glue {
             if self.record.backend.is_empty() {
                 return;
             }
-            if self.record.status == 0 {
-                self.record.status = self
-                    .get_property(vec!["response", "code"])
-                    .and_then(|b| b.get(..8).map(|s| u64::from_le_bytes(s.try_into().unwrap_or_default())))
-                    .unwrap_or(0) as u32;
-            }
             log::info!("{}", self.record.line());
-            for name in metrics::request_counters(&self.record) {
-                count(&name, 1);
-            }
-            if self.record.decision == crate::audit::ALLOW {
-                observe(metrics::DELEGATION_DEPTH, u64::from(self.record.depth));
-            }
+            self.gateway.borrow_mut().pending_metrics.record(&self.record);
         }
     }
 

@@ -37,10 +37,35 @@ pub fn request_counters(rec: &Record) -> Vec<String> {
         // Reasons are the filter's own fixed codes.
         names.push(format!("mcp_gateway.denied.{}", rec.reason));
     }
+    if rec.decision != DENY {
+        names.push(format!("mcp_gateway.delegation_depth.{}", rec.depth.min(MAX_DEPTH_LABEL)));
+    }
     names
 }
 
-pub const DELEGATION_DEPTH: &str = "mcp_gateway.delegation_depth";
+/// Depths above this share one counter.
+const MAX_DEPTH_LABEL: u32 = 8;
+
+/// Per-request counts of one worker since the last flush: counting is a map update on the
+/// request path, and the host calls happen once per tick, not once per request.
+#[derive(Debug, Default)]
+pub struct Pending {
+    counts: std::collections::HashMap<String, u64>,
+}
+
+impl Pending {
+    /// Counts one audited request.
+    pub fn record(&mut self, rec: &Record) {
+        for name in request_counters(rec) {
+            *self.counts.entry(name).or_default() += 1;
+        }
+    }
+
+    /// Everything counted since the last drain.
+    pub fn drain(&mut self) -> Vec<(String, u64)> {
+        self.counts.drain().collect()
+    }
+}
 
 /// Cumulative event counts of one worker, flushed to Envoy as deltas.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -84,8 +109,20 @@ mod tests {
     fn denials_count_their_reason() {
         let rec = Record { decision: DENY, reason: "scope_missing", method: "tools/call".into(), ..Default::default() };
         assert_eq!(request_counters(&rec), vec!["mcp_gateway.requests.deny", "mcp_gateway.method.tools_call", "mcp_gateway.denied.scope_missing"]);
-        let rec = Record { decision: ALLOW, ..Default::default() };
-        assert_eq!(request_counters(&rec).len(), 2);
+        let rec = Record { decision: ALLOW, depth: 2, ..Default::default() };
+        assert_eq!(request_counters(&rec)[2], "mcp_gateway.delegation_depth.2");
+    }
+
+    #[test]
+    fn pending_counts_drain_once() {
+        let mut p = Pending::default();
+        let rec = Record { decision: ALLOW, depth: 1, method: "tools/call".into(), ..Default::default() };
+        p.record(&rec);
+        p.record(&rec);
+        let mut drained = p.drain();
+        drained.sort();
+        assert!(drained.contains(&("mcp_gateway.requests.allow".to_string(), 2)));
+        assert!(p.drain().is_empty());
     }
 
     #[test]

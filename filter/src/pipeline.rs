@@ -29,13 +29,23 @@ pub struct Gateway {
     pub jwks_refresh_wanted: bool,
     /// Tokens minted by this worker.
     pub minted: u64,
+    /// Per-request counters not yet flushed to Envoy.
+    pub pending_metrics: crate::metrics::Pending,
 }
 
 impl Gateway {
     pub fn new(config: Config, trust: Trust) -> Gateway {
         let verify_cache = VerifyCache::new(config.gateway.verify_cache_entries);
         let mint_cache = MintCache::new(config.gateway.mint_cache_entries);
-        Gateway { config, trust, verify_cache, mint_cache, jwks_refresh_wanted: false, minted: 0 }
+        Gateway {
+            config,
+            trust,
+            verify_cache,
+            mint_cache,
+            jwks_refresh_wanted: false,
+            minted: 0,
+            pending_metrics: Default::default(),
+        }
     }
 
     /// This worker's event counts so far.
@@ -288,8 +298,7 @@ fn authenticate(gw: &mut Gateway, now: u64, headers: &[(String, String)]) -> Res
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or(AuthFailure::Malformed)?;
-    let hash = crate::identity::token_hash(token);
-    if let Some(caller) = gw.verify_cache.get(&hash, now) {
+    if let Some(caller) = gw.verify_cache.get(token, now) {
         return Ok(caller);
     }
     let verified = gw.trust.verify(token, now, gw.config.gateway.leeway_secs);
@@ -297,7 +306,7 @@ fn authenticate(gw: &mut Gateway, now: u64, headers: &[(String, String)]) -> Res
         gw.jwks_refresh_wanted = true;
     }
     let caller = Rc::new(verified?);
-    gw.verify_cache.put(caller.clone(), now);
+    gw.verify_cache.put(token, caller.clone(), now);
     Ok(caller)
 }
 

@@ -297,15 +297,6 @@ impl Prometheus {
         self.samples.get(&Self::name(stat)).copied()
     }
 
-    /// The count of the histogram `stat` at or below `le`.
-    pub fn bucket(&self, stat: &str, le: f64) -> Option<f64> {
-        let prefix = format!("{}_bucket{{", Self::name(stat));
-        self.samples.iter().find_map(|(series, value)| {
-            let bound = series.strip_prefix(&prefix)?.split("le=\"").nth(1)?.split('"').next()?;
-            (bound.parse::<f64>().ok()? == le).then_some(*value)
-        })
-    }
-
     /// The filter's own samples (named `mcp_gateway_*`, unlike Envoy's `envoy_*` stats, which
     /// carry `mcp_gateway` only as a label), for failure messages.
     pub fn ours(&self) -> String {
