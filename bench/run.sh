@@ -245,7 +245,8 @@ report() {
       printf "%-14s %7s %5s %6s %6s | %6s %6s %6s %5s %6s %6s\n", "", "req/s", "x A", "CPU", "+A", "CPU", "+A", "p50", "+A", "p99", "+A"
     }
     { printf "%-14s %7d %5.2f %6.1f %+6.1f | %6.1f %+6.1f %6d %+5d %6d %+6d\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 }'
-  jq -r '"wasm: \(.wasm_bytes) bytes; RSS growth: \(.rss_growth_100k_tasks_bytes) bytes for 100k tasks, \(.rss_growth_100k_sessions_bytes) bytes for 100k sessions"' \
+  # The JSON field names follow issue 14; the figures are for MEMORY_COUNT of each.
+  jq -r --arg n "$MEMORY_COUNT" '"wasm: \(.wasm_bytes) bytes; RSS growth: \(.rss_growth_100k_tasks_bytes) bytes for \($n) tasks, \(.rss_growth_100k_sessions_bytes) bytes for \($n) sessions"' \
     "$OUT/results.json"
   jq -r '.configs as $c | select([$c[]] | length == 6) |
     def r($x): $x * 100 | round / 100; def mark($ok): if $ok then "met" else "MISSED" end;

@@ -36,4 +36,17 @@ function common.finish(requests, status_errors)
   os.exit(0)
 end
 
+-- Counts one answer; a run refused 100 times ends at once (no point going on). Returns whether
+-- the answer was a 200 and the new (answered, failed) counts.
+function common.tally(status, answered, failed)
+  answered = answered + 1
+  if status ~= 200 then
+    failed = failed + 1
+    if failed >= 100 then
+      common.finish(answered, failed)
+    end
+  end
+  return status == 200, answered, failed
+end
+
 return common

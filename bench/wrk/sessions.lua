@@ -24,12 +24,9 @@ function request()
 end
 
 function response(status, headers, _body)
-  answered = answered + 1
-  if status ~= 200 then
-    failed = failed + 1
-    if failed >= 100 then
-      common.finish(answered, failed) -- refused: no point going on
-    end
+  local ok
+  ok, answered, failed = common.tally(status, answered, failed)
+  if not ok then
     return
   end
   local handle = headers["mcp-session-id"] or headers["Mcp-Session-Id"]

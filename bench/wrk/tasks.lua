@@ -17,13 +17,7 @@ function request()
 end
 
 function response(status, _headers, _body)
-  answered = answered + 1
-  if status ~= 200 then
-    failed = failed + 1
-    if failed >= 100 then
-      common.finish(answered, failed) -- refused: no point going on
-    end
-  end
+  _, answered, failed = common.tally(status, answered, failed)
   if answered >= count then
     common.finish(answered, failed)
   end
