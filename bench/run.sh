@@ -118,7 +118,8 @@ smoke() {
       die "$cfg does not pass the request: $response"
     fi
   done
-  if [ -f "$OUT/logs/gateway.log" ] && ! grep -q 'mcp_audit: ' "$OUT/logs/gateway.log"; then
+  [ "${BENCH_LOG_FILE:-0}" = 1 ] && sleep 1.2 # --log-path output is flushed every 500 ms
+  if [ -f "$OUT/logs/gateway.log" ] && ! cat "$OUT/logs/gateway.log" "$OUT/logs/gateway.envoy.log" 2>/dev/null | grep -q 'mcp_audit: '; then
     die "the gateway wrote no audit line (see $OUT/logs/gateway.log)"
   fi
 }
