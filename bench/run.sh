@@ -85,7 +85,7 @@ Accept: application/json, text/event-stream"
 start_proxy() {
   local name=$1 settings filter_config fragment
   read -r -a settings <<<"${PROXY[${2:-$1}]}"
-  filter_config=$(render "$BENCH_DIR/gateway.json" "JWKS=$JWKS" "${settings[@]:1}")
+  filter_config=$(render "$BENCH_DIR/gateway.json" "JWKS=$JWKS" "AUDIT_FLUSH=${BENCH_AUDIT_FLUSH:-request}" "${settings[@]:1}")
   fragment=$(render "$BENCH_DIR/envoy/filters/${settings[0]}.yaml" "PROBE_WASM=$PROBE_WASM" \
     "GATEWAY_WASM=$GATEWAY_WASM" "FILTER_CONFIG=$filter_config" "${settings[@]:1}")
   render "$BENCH_DIR/envoy/proxy.yaml" "FILTERS=$fragment" "UPSTREAM_PORT=$UPSTREAM_PORT" >"$OUT/config/$name.yaml"
@@ -118,9 +118,15 @@ smoke() {
       die "$cfg does not pass the request: $response"
     fi
   done
-  [ "${BENCH_LOG_FILE:-0}" = 1 ] && sleep 1.2 # --log-path output is flushed every 500 ms
-  if [ -f "$OUT/logs/gateway.log" ] && ! cat "$OUT/logs/gateway.log" "$OUT/logs/gateway.envoy.log" 2>/dev/null | grep -q 'mcp_audit: '; then
-    die "the gateway wrote no audit line (see $OUT/logs/gateway.log)"
+  # The audit line comes after the response (at the latest on the filter's next tick, or on
+  # Envoy's next log flush with BENCH_LOG_FILE=1): wait for it a little.
+  if [ -f "$OUT/logs/gateway.log" ]; then
+    local waited=0
+    until grep -qs 'mcp_audit: ' "$OUT/logs/gateway.log" "$OUT/logs/gateway.envoy.log"; do
+      waited=$((waited + 1))
+      [ "$waited" -lt 30 ] || die "the gateway wrote no audit line (see $OUT/logs/gateway.log)"
+      sleep 0.1
+    done
   fi
 }
 

@@ -83,6 +83,19 @@ pub struct AuditConfig {
     /// `raw` (default) or `hash`: a keyed hash of the subject, stable for joining lines.
     #[serde(default)]
     pub subject: SubjectLogging,
+    /// `request` (default): one log call per request. `tick`: lines are held and written in one
+    /// call per 200 ms tick (or every 64 lines), which takes Envoy's log call off the request
+    /// path; a crash can lose the last tick's lines.
+    #[serde(default)]
+    pub flush: AuditFlush,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditFlush {
+    #[default]
+    Request,
+    Tick,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -32,7 +32,7 @@ mod glue {
     use crate::admin::{self, AdminConfig};
     use crate::audit::Record;
     use crate::workflow::{OnResponse, WorkflowKeys};
-    use crate::config::Config;
+    use crate::config::{AuditFlush, Config};
     use crate::host::Host;
     use crate::metrics::Tally;
     use crate::pipeline::{self, Edits, Gateway, Pending, Step};
@@ -234,6 +234,9 @@ mod glue {
             for (name, delta) in gw.borrow_mut().pending_metrics.drain() {
                 count(&name, delta);
             }
+            if let Some(batch) = gw.borrow_mut().audit_batch.take() {
+                log::info!("{batch}");
+            }
             let now = EnvoyHost.now();
             self.poll_feed(&gw, now);
             // The wish stays until a fetch is dispatched, so a kid seen just after a fetch is
@@ -385,8 +388,17 @@ mod glue {
             if self.record.backend.is_empty() {
                 return;
             }
-            log::info!("{}", self.record.line());
-            self.gateway.borrow_mut().pending_metrics.record(&self.record);
+            let mut gw = self.gateway.borrow_mut();
+            let line = self.record.line();
+            match gw.config.audit.flush {
+                AuditFlush::Request => log::info!("{line}"),
+                AuditFlush::Tick => {
+                    if let Some(batch) = gw.audit_batch.push(&line) {
+                        log::info!("{batch}");
+                    }
+                }
+            }
+            gw.pending_metrics.record(&self.record);
         }
     }
 

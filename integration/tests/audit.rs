@@ -506,3 +506,26 @@ async fn metrics_move_as_a_scripted_sequence_of_calls_predicts() {
     let (got, after) = settled(&gw, &before, &expected).await;
     assert_eq!(got, expected, "\n{}", after.ours());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tick_flushed_audit_still_writes_one_line_per_request() {
+    let mut options = Options::default();
+    options.filter_config["audit"] = json!({"flush": "tick"});
+    let gw = Gateway::start(options);
+    let token = gw.token("alice", "files:read");
+    let ids: Vec<String> = (0..5).map(|i| format!("tick-{i}-{}", random_id())).collect();
+    for id in &ids {
+        let mut headers = modern_headers("whoami");
+        headers.push(("x-request-id", id.clone()));
+        let resp = post(&gw.mcp_url("files"), &token, &pairs(&headers), &modern_call(1, "whoami", "{}")).await;
+        assert_eq!(resp.status, 200, "{}", resp.body);
+    }
+    for id in &ids {
+        let records = audit_for_request(&gw, id).await;
+        assert_eq!(records.len(), 1, "{id}");
+        assert_eq!(records[0]["decision"], "allow");
+    }
+    // Held lines are written together, yet each still starts its own line.
+    let lines = gw.envoy_log().lines().filter(|l| l.contains("mcp_audit: ")).count();
+    assert_eq!(lines, audit_records(&gw).len());
+}
