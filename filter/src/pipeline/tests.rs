@@ -354,6 +354,7 @@ fn bench_warm_request() {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     let n = 20_000;
+    let caller = Rc::new(w.gw.trust.verify(&user, NOW, 30).unwrap());
     let mut run = |phase: &mut dyn FnMut(&mut World)| {
         let t = Instant::now();
         for _ in 0..n {
@@ -374,5 +375,16 @@ fn bench_warm_request() {
     let hash_only = run(&mut |_| {
         std::hint::black_box(crate::identity::token_hash(&user));
     });
-    println!("warm request {full} ns (audit line alone {audit_only} ns, token SHA-256 alone {hash_only} ns)");
+    let task_lookup = run(&mut |w| {
+        let ask = workflow::Ask {
+            caller: &caller,
+            backend: "files",
+            era: Era::Modern,
+            method: "tools/call",
+            task_header: Some("bench-task"),
+            session_header: None,
+        };
+        std::hint::black_box(workflow::bind(&workflow_config(&w.gw), &w.host, &ask).unwrap());
+    });
+    println!("warm request {full} ns (audit line alone {audit_only} ns, token SHA-256 alone {hash_only} ns, task binding lookup {task_lookup} ns)");
 }
