@@ -46,24 +46,31 @@ pub fn request_counters(rec: &Record) -> Vec<String> {
 /// Depths above this share one counter.
 const MAX_DEPTH_LABEL: u32 = 8;
 
-/// Per-request counts of one worker since the last flush: counting is a map update on the
-/// request path, and the host calls happen once per tick, not once per request.
+/// Per-request counts of one worker since the last flush: counting is one map update with a
+/// key of fixed strings on the request path; names are built and the host calls made once per
+/// tick, not once per request.
 #[derive(Debug, Default)]
 pub struct Pending {
-    counts: std::collections::HashMap<String, u64>,
+    counts: std::collections::HashMap<(&'static str, &'static str, &'static str, u32), u64>,
 }
 
 impl Pending {
     /// Counts one audited request.
     pub fn record(&mut self, rec: &Record) {
-        for name in request_counters(rec) {
-            *self.counts.entry(name).or_default() += 1;
-        }
+        let key = (rec.decision, known_method(&rec.method), rec.reason, rec.depth);
+        *self.counts.entry(key).or_default() += 1;
     }
 
-    /// Everything counted since the last drain.
+    /// Everything counted since the last drain, by counter name.
     pub fn drain(&mut self) -> Vec<(String, u64)> {
-        self.counts.drain().collect()
+        let mut totals: std::collections::HashMap<String, u64> = Default::default();
+        for ((decision, method, reason, depth), n) in self.counts.drain() {
+            let rec = Record { decision, method: method.to_string(), reason, depth, ..Default::default() };
+            for name in request_counters(&rec) {
+                *totals.entry(name).or_default() += n;
+            }
+        }
+        totals.into_iter().collect()
     }
 }
 

@@ -21,10 +21,18 @@ const ENTRY_BYTES: usize = ID_BYTES + USAGE_BYTES;
 pub struct RecordId([u8; ID_BYTES]);
 
 impl RecordId {
+    /// The id of a record named by a keyed hash (a task affinity, a session tag): those are
+    /// already uniform, so their own bytes serve, without hashing them again.
     pub fn of(name: &str) -> RecordId {
-        let digest = hmac_sha256::Hash::hash(name.as_bytes());
+        use base64::Engine;
         let mut id = [0u8; ID_BYTES];
-        id.copy_from_slice(&digest[..ID_BYTES]);
+        match base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(name) {
+            Ok(bytes) if bytes.len() >= 8 => {
+                let n = bytes.len().min(ID_BYTES);
+                id[..n].copy_from_slice(&bytes[..n]);
+            }
+            _ => id.copy_from_slice(&hmac_sha256::Hash::hash(name.as_bytes())[..ID_BYTES]),
+        }
         RecordId(id)
     }
 
