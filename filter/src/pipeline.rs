@@ -13,7 +13,7 @@ use crate::metrics::{self, Tally};
 use crate::delegation::{self, MintCache};
 use crate::envelope;
 use crate::host::Host;
-use crate::identity::{Caller, Origin, VerifyCache};
+use crate::identity::{Caller, VerifyCache};
 use crate::policy::{self, Ask};
 use crate::trust::Trust;
 use crate::verdict::{AuthFailure, Refusal, Reply};
@@ -143,10 +143,7 @@ pub fn on_headers(gw: &mut Gateway, host: &dyn Host, headers: &[(String, String)
     };
     rec.sub = gw.audit_subject(&caller.sub);
     rec.parent_jti = caller.jti.clone().unwrap_or_default();
-    rec.task = match (&caller.origin, header(headers, agreement::H_TASK_ID)) {
-        (Origin::Hop { task: Some(t), .. }, _) => t.clone(),
-        (_, t) => t.unwrap_or("").to_string(),
-    };
+    rec.task = caller.declared_task(header(headers, agreement::H_TASK_ID)).unwrap_or("").to_string();
     match http_method {
         "POST" => {
             if !is_json(header(headers, "content-type")) {
@@ -238,7 +235,6 @@ fn authorize(
         Ok(b) => b,
         Err(refusal) => return refuse(&gw.config, rec, refusal, id),
     };
-    rec.task = bound.task.clone();
     rec.session = bound.session_tag.clone();
     let grant = match delegation::plan(&gw.config, &pending.caller, &pending.backend, &bound.task, now, bound.not_after) {
         Ok(g) => g,

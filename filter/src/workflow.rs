@@ -8,7 +8,7 @@
 use crate::agreement::Era;
 use crate::config::AFFINITY_HEADER;
 use crate::host::Host;
-use crate::identity::{Caller, Origin};
+use crate::identity::Caller;
 use crate::session::table::{self, RecordId};
 use crate::session::{self, Binding, Expected, Limits, Revocations, SealKeys, SessionError, TaskError, Usage, NONCE_LEN};
 use crate::verdict::Refusal;
@@ -69,11 +69,7 @@ pub struct Bound {
 
 /// Decides task, affinity and session for a request, or refuses it.
 pub fn bind(cfg: &WorkflowConfig<'_>, host: &dyn Host, ask: &Ask<'_>) -> Result<Bound, Refusal> {
-    let hop_task = match &ask.caller.origin {
-        Origin::Hop { task: Some(t), .. } => Some(t.as_str()),
-        _ => None,
-    };
-    let explicit_task = hop_task.or(ask.task_header);
+    let explicit_task = ask.caller.declared_task(ask.task_header);
     let now = host.now();
     match ask.era {
         Era::Legacy if ask.method == "initialize" => {
@@ -101,7 +97,7 @@ pub fn bind(cfg: &WorkflowConfig<'_>, host: &dyn Host, ask: &Ask<'_>) -> Result<
             })
         }
         Era::Legacy => match ask.session_header {
-            Some(handle) => restore_session(cfg, host, ask, handle, hop_task.or(ask.task_header)),
+            Some(handle) => restore_session(cfg, host, ask, handle, explicit_task),
             None => Ok(Bound { task: explicit_task.map_or_else(|| host.random_id(), str::to_string), ..Bound::default() }),
         },
         Era::Modern => match explicit_task {
