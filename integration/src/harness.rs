@@ -172,6 +172,20 @@ pub fn try_wait_http_ok(addr: &str, path: &str, proc_: &mut Proc, timeout: Durat
     Err(format!("{} not ready at {addr}{path} after {timeout:?}:\n{}", proc_.name, proc_.output()))
 }
 
+/// Waits until `proc_` has printed `needle` at least `count` times, or panics with its output.
+pub fn wait_for_output(proc_: &Proc, needle: &str, count: usize, timeout: Duration) {
+    let start = Instant::now();
+    while proc_.output().matches(needle).count() < count {
+        assert!(start.elapsed() < timeout, "{needle:?} not printed {count} times in {timeout:?}:\n{}", proc_.output());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Every worker's VM (and the main thread's) must hold the IdP keys before a test sends a token.
+fn wait_for_idp_keys(envoy: &Proc, concurrency: u32) {
+    wait_for_output(envoy, "jwks: identity_providers[0] refreshed", concurrency as usize + 1, Duration::from_secs(20));
+}
+
 fn exited_status(proc_: &mut Proc) -> Option<std::process::ExitStatus> {
     proc_.exited()
 }
@@ -279,10 +293,7 @@ impl Gateway {
         }
         try_wait_http_ok(&format!("127.0.0.1:{}", ports.admin), "/ready", &mut gw.envoy, Duration::from_secs(30))?;
         if !options.without_filter {
-            // Every worker's VM (and the main thread's) must hold the IdP keys before a test
-            // sends a token.
-            let vms = options.concurrency as usize + 1;
-            gw.wait_for_log("jwks: identity_providers[0] refreshed", vms, Duration::from_secs(20));
+            wait_for_idp_keys(&gw.envoy, options.concurrency);
         }
         Ok(gw)
     }
@@ -304,21 +315,13 @@ impl Gateway {
         let env = self.keys.envoy_env().expect("key env");
         let mut envoy = start_envoy(options, &ports, &dir, &env);
         wait_http_ok(&format!("127.0.0.1:{}", ports.admin), "/ready", &mut envoy, Duration::from_secs(30));
-        let start = Instant::now();
-        while envoy.output().matches("jwks: identity_providers[0] refreshed").count() < options.concurrency as usize + 1 {
-            assert!(start.elapsed() < Duration::from_secs(20), "second gateway has no IdP keys:\n{}", envoy.output());
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_idp_keys(&envoy, options.concurrency);
         (envoy, ports)
     }
 
     /// Waits until Envoy's log has `needle` at least `count` times.
     pub fn wait_for_log(&self, needle: &str, count: usize, timeout: Duration) {
-        let start = Instant::now();
-        while self.envoy_log().matches(needle).count() < count {
-            assert!(start.elapsed() < timeout, "{needle:?} not logged {count} times in {timeout:?}:\n{}", self.envoy_log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_output(&self.envoy, needle, count, timeout);
     }
 
     /// A URL at the gateway listener.
