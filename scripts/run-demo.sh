@@ -27,7 +27,8 @@ MCP_GW_SIGNING_KEY="$(cat .demo/gateway.pem)"
 MCP_GW_SEAL_KEYS="$(tr -d '\n' <.demo/seal.keys)"
 MCP_GW_HASH_KEY="$(tr -d '\n' <.demo/hash.key)"
 export MCP_GW_SIGNING_KEY MCP_GW_SEAL_KEYS MCP_GW_HASH_KEY
-"$ENVOY" -c envoy/envoy.yaml --concurrency 2 --disable-hot-restart -l info \
+# The audit lines come from the access log: flush it every 200 ms rather than Envoy's 10 s.
+"$ENVOY" -c envoy/envoy.yaml --concurrency 2 --disable-hot-restart -l info --file-flush-interval-msec 200 \
   --log-format '[%Y-%m-%d %T.%e][%l][%n] %v' 2>&1 | tee .demo/logs/envoy.log & pids+=($!)
 
 for _ in $(seq 1 100); do

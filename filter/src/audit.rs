@@ -35,40 +35,13 @@ pub struct Record {
 pub const ALLOW: &str = "allow";
 pub const DENY: &str = "deny";
 
+/// What starts an audit line, whichever sink writes it.
+pub const PREFIX: &str = "mcp_audit: ";
+
 impl Record {
-    /// The log line.
-    pub fn line(&self) -> String {
-        let json = serde_json::to_string(self).unwrap_or_else(|_| "{}".to_string());
-        format!("mcp_audit: {json}")
-    }
-}
-
-/// Audit lines held for one log call per tick (`audit.flush: tick`): Envoy's Wasm log call is
-/// the costliest host call on the request path, and one call can carry many lines.
-#[derive(Debug, Default)]
-pub struct Batch {
-    text: String,
-    lines: usize,
-}
-
-/// Most lines one batch holds before it is written at once.
-pub const BATCH_LINES: usize = 64;
-
-impl Batch {
-    /// Adds a line; returns the whole batch when it is full and must be written now.
-    pub fn push(&mut self, line: &str) -> Option<String> {
-        if !self.text.is_empty() {
-            self.text.push('\n');
-        }
-        self.text.push_str(line);
-        self.lines += 1;
-        (self.lines >= BATCH_LINES).then(|| self.take()).flatten()
-    }
-
-    /// Everything held, if anything (the tick writes it).
-    pub fn take(&mut self) -> Option<String> {
-        self.lines = 0;
-        (!self.text.is_empty()).then(|| std::mem::take(&mut self.text))
+    /// The record as JSON: the filter state `wasm.mcp_audit`, and the log line after [`PREFIX`].
+    pub fn json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".to_string())
     }
 }
 
@@ -77,21 +50,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn batch_keeps_one_line_per_record_and_flushes_when_full() {
-        let mut batch = Batch::default();
-        assert_eq!(batch.push("mcp_audit: {\"a\":1}"), None);
-        assert_eq!(batch.push("mcp_audit: {\"a\":2}"), None);
-        assert_eq!(batch.take().as_deref(), Some("mcp_audit: {\"a\":1}\nmcp_audit: {\"a\":2}"));
-        assert_eq!(batch.take(), None);
-        let full = (0..BATCH_LINES).filter_map(|i| batch.push(&format!("l{i}"))).next().expect("flushed when full");
-        assert_eq!(full.lines().count(), BATCH_LINES);
-    }
-
-    #[test]
-    fn line_is_prefixed_json_with_every_contract_field() {
+    fn record_is_json_with_every_contract_field() {
         let r = Record { sub: "alice".into(), decision: ALLOW, act: vec!["reports".into(), "mcp-gateway".into()], ..Default::default() };
-        let line = r.line();
-        let json: serde_json::Value = serde_json::from_str(line.strip_prefix("mcp_audit: ").unwrap()).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
         for field in ["ts", "request_id", "era", "task", "session", "sub", "backend", "method", "name", "decision", "reason", "status", "jti", "aud", "scope", "act", "depth"] {
             assert!(json.get(field).is_some(), "{field}");
         }

@@ -83,19 +83,22 @@ pub struct AuditConfig {
     /// `raw` (default) or `hash`: a keyed hash of the subject, stable for joining lines.
     #[serde(default)]
     pub subject: SubjectLogging,
-    /// `request` (default): one log call per request. `tick`: lines are held and written in one
-    /// call per 200 ms tick (or every 64 lines), which takes Envoy's log call off the request
-    /// path; a crash can lose the last tick's lines.
+    /// Where the record is written; either way it is also the filter state `wasm.mcp_audit`.
     #[serde(default)]
-    pub flush: AuditFlush,
+    pub sink: AuditSink,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AuditFlush {
+#[serde(rename_all = "snake_case")]
+pub enum AuditSink {
+    /// A line in Envoy's application log per request: works with any listener config, but
+    /// Envoy's log call writes to stderr synchronously, the costliest host call per request.
     #[default]
-    Request,
-    Tick,
+    Log,
+    /// Only the filter state: the listener's access log writes the line
+    /// (`mcp_audit: %FILTER_STATE(wasm.mcp_audit:PLAIN)%`), buffered by Envoy and sent to any
+    /// access-log sink (file, gRPC ALS, OpenTelemetry).
+    AccessLog,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -30,9 +30,9 @@ mod glue {
     use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
 
     use crate::admin::{self, AdminConfig};
-    use crate::audit::Record;
+    use crate::audit::{self, Record};
     use crate::workflow::{OnResponse, WorkflowKeys};
-    use crate::config::{AuditFlush, Config};
+    use crate::config::{AuditSink, Config};
     use crate::host::Host;
     use crate::metrics::Tally;
     use crate::pipeline::{self, Edits, Gateway, Pending, Step};
@@ -231,9 +231,6 @@ mod glue {
             for (name, delta) in gw.borrow_mut().pending_metrics.drain() {
                 count(&name, delta);
             }
-            if let Some(batch) = gw.borrow_mut().audit_batch.take() {
-                log::info!("{batch}");
-            }
             let now = EnvoyHost.now();
             self.poll_feed(&gw, now);
             // The wish stays until a fetch is dispatched, so a kid seen just after a fetch is
@@ -308,12 +305,6 @@ mod glue {
         }
 
         fn run(&mut self, step: Step) -> Action {
-            if !self.record.backend.is_empty() && !matches!(step, Step::ReadBody(_)) {
-                // The decision for Envoy's access log: %FILTER_STATE(wasm.mcp_audit:PLAIN)%.
-                let r = &self.record;
-                let state = format!("decision={} reason={} jti={} task={}", r.decision, r.reason, r.jti, r.task);
-                self.set_property(vec!["mcp_audit"], Some(state.as_bytes()));
-            }
             match step {
                 Step::Forward(edits) => {
                     self.apply(&edits);
@@ -386,14 +377,12 @@ mod glue {
                 return;
             }
             let mut gw = self.gateway.borrow_mut();
-            let line = self.record.line();
-            match gw.config.audit.flush {
-                AuditFlush::Request => log::info!("{line}"),
-                AuditFlush::Tick => {
-                    if let Some(batch) = gw.audit_batch.push(&line) {
-                        log::info!("{batch}");
-                    }
-                }
+            let json = self.record.json();
+            // Envoy runs filters' log callbacks before the listener's access logs, so the whole
+            // record, status included, is there for %FILTER_STATE(wasm.mcp_audit:PLAIN)%.
+            self.set_property(vec!["mcp_audit"], Some(json.as_bytes()));
+            if gw.config.audit.sink == AuditSink::Log {
+                log::info!("{}{json}", audit::PREFIX);
             }
             gw.pending_metrics.record(&self.record);
         }

@@ -31,8 +31,6 @@ pub struct Gateway {
     pub minted: u64,
     /// Per-request counters not yet flushed to Envoy.
     pub pending_metrics: crate::metrics::Pending,
-    /// Audit lines held for the tick (`audit.flush: tick`).
-    pub audit_batch: crate::audit::Batch,
 }
 
 impl Gateway {
@@ -47,7 +45,6 @@ impl Gateway {
             jwks_refresh_wanted: false,
             minted: 0,
             pending_metrics: Default::default(),
-            audit_batch: Default::default(),
         }
     }
 

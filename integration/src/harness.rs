@@ -393,6 +393,8 @@ fn start_envoy(options: &Options, ports: &Ports, dir: &Path, env: &[(String, Str
     cmd.arg("-c").arg(&config_path);
     cmd.args(["--concurrency", &options.concurrency.to_string(), "--disable-hot-restart", "-l", "info"]);
     cmd.args(["--log-format", "[%Y-%m-%d %T.%e][%l][%n] %v"]);
+    // The audit line comes from the access log, which Envoy buffers (10 s by default).
+    cmd.args(["--file-flush-interval-msec", "100"]);
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -507,25 +507,65 @@ async fn metrics_move_as_a_scripted_sequence_of_calls_predicts() {
     assert_eq!(got, expected, "\n{}", after.ours());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn tick_flushed_audit_still_writes_one_line_per_request() {
-    let mut options = Options::default();
-    options.filter_config["audit"] = json!({"flush": "tick"});
-    let gw = Gateway::start(options);
+/// Sends `n` whoami calls, each with its own request id, and returns the ids.
+async fn tagged_calls(gw: &Gateway, n: usize) -> Vec<String> {
     let token = gw.token("alice", "files:read");
-    let ids: Vec<String> = (0..5).map(|i| format!("tick-{i}-{}", random_id())).collect();
-    for id in &ids {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let id = format!("sink-{i}-{}", random_id());
         let mut headers = modern_headers("whoami");
         headers.push(("x-request-id", id.clone()));
         let resp = post(&gw.mcp_url("files"), &token, &pairs(&headers), &modern_call(1, "whoami", "{}")).await;
         assert_eq!(resp.status, 200, "{}", resp.body);
+        ids.push(id);
     }
+    ids
+}
+
+/// The log lines with an audit record for `id`, split into Envoy application-log lines (the
+/// `[wasm]` logger) and access-log lines.
+fn audit_lines_for(gw: &Gateway, id: &str) -> (usize, usize) {
+    let log = gw.envoy_log();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("mcp_audit: ") && l.contains(id)).collect();
+    let application = lines.iter().filter(|l| l.contains("[wasm]")).count();
+    (application, lines.len() - application)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn access_log_sink_writes_one_line_per_mcp_request_and_none_for_other_requests() {
+    let gw = Gateway::start(Options::default());
+    let ids = tagged_calls(&gw, 5).await;
+    let jwks_lines = || gw.envoy_log().matches("\"GET /.well-known/jwks.json\" 200").count();
+    let before = jwks_lines();
+    assert_eq!(send("GET", &gw.url("/.well-known/jwks.json"), &[], "").await.status, 200);
+    for id in &ids {
+        assert_eq!(audit_for_request(&gw, id).await.len(), 1, "{id}");
+        assert_eq!(audit_lines_for(&gw, id), (0, 1), "{id}: the access log writes it, the filter does not log it");
+    }
+    // The gateway's own JWKS is no MCP request: the access log's filter skips it.
+    let started = Instant::now();
+    while jwks_lines() <= before && started.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(jwks_lines() > before, "no access line for the JWKS request");
+    assert!(!gw.envoy_log().contains("mcp_audit: -"), "{}", gw.envoy_log());
+    assert_eq!(gw.envoy_log().lines().filter(|l| l.contains("mcp_audit: ")).count(), audit_records(&gw).len());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn log_sink_writes_each_record_through_envoys_application_log() {
+    let mut options = Options::default();
+    options.filter_config["audit"] = json!({"sink": "log"});
+    let gw = Gateway::start(options);
+    let ids = tagged_calls(&gw, 3).await;
     for id in &ids {
         let records = audit_for_request(&gw, id).await;
-        assert_eq!(records.len(), 1, "{id}");
         assert_eq!(records[0]["decision"], "allow");
+        // The demo listener also has the audit access log: each record shows once in each.
+        let started = Instant::now();
+        while audit_lines_for(&gw, id) != (1, 1) && started.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(audit_lines_for(&gw, id), (1, 1), "{id}");
     }
-    // Held lines are written together, yet each still starts its own line.
-    let lines = gw.envoy_log().lines().filter(|l| l.contains("mcp_audit: ")).count();
-    assert_eq!(lines, audit_records(&gw).len());
 }

@@ -366,11 +366,11 @@ fn bench_warm_request() {
         let mut rec = Record::default();
         let Step::ReadBody(p) = on_headers(&mut w.gw, &w.host, &h, false, &mut rec) else { panic!() };
         let Step::Forward(_) = on_body(&mut w.gw, &w.host, &h, p, body.as_bytes(), &mut rec) else { panic!() };
-        std::hint::black_box(rec.line());
+        std::hint::black_box(rec.json());
     });
     let audit_only = run(&mut |_| {
         let rec = Record { sub: "alice".into(), backend: "files".into(), method: "tools/call".into(), jti: "x".repeat(22), ..Default::default() };
-        std::hint::black_box(rec.line());
+        std::hint::black_box(rec.json());
     });
     let hash_only = run(&mut |_| {
         std::hint::black_box(crate::identity::token_hash(&user));
