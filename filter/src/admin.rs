@@ -47,10 +47,10 @@ pub fn parse(bytes: &[u8]) -> Option<Result<AdminConfig, String>> {
 pub fn keys(cfg: &AdminConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<WorkflowKeys, String> {
     let seal = env(&cfg.seal_keys_env).ok_or_else(|| format!("admin.seal_keys_env: {} is not set", cfg.seal_keys_env))?;
     let hash = env(&cfg.hash_key_env).ok_or_else(|| format!("admin.hash_key_env: {} is not set", cfg.hash_key_env))?;
-    Ok(WorkflowKeys {
-        seal: SealKeys::from_spec(&seal).map_err(|e| format!("admin.seal_keys_env: {e}"))?,
-        hash: session::decode_key(&hash).map_err(|e| format!("admin.hash_key_env: {e}"))?,
-    })
+    Ok(WorkflowKeys::new(
+        SealKeys::from_spec(&seal).map_err(|e| format!("admin.seal_keys_env: {e}"))?,
+        session::decode_key(&hash).map_err(|e| format!("admin.hash_key_env: {e}"))?,
+    ))
 }
 
 /// Merges a polled revocation feed into this Envoy's shared table (compare-and-swap). Returns
@@ -125,7 +125,7 @@ mod tests {
 
     fn setup() -> (AdminConfig, WorkflowKeys, FixedHost) {
         let cfg = parse(br#"{"admin":{}}"#).unwrap().unwrap();
-        let keys = WorkflowKeys { seal: SealKeys::new(vec![(1, [1; 32])]).unwrap(), hash: [2; 32] };
+        let keys = WorkflowKeys::new(SealKeys::new(vec![(1, [1; 32])]).unwrap(), [2; 32]);
         (cfg, keys, FixedHost::at(1_800_000_000))
     }
 

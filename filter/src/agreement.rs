@@ -52,10 +52,10 @@ pub struct McpHeaders<'h> {
 impl<'h> McpHeaders<'h> {
     /// Picks the MCP headers out of a request's headers; a repeated one is a mismatch, since an
     /// intermediary that reads the other copy would decide on a value the server never sees.
-    pub fn read(headers: &'h [(String, String)]) -> Result<Self, Refusal> {
+    pub fn read(headers: &[crate::headers::Pair<'h>]) -> Result<Self, Refusal> {
         let mut out = McpHeaders::default();
-        for (name, value) in headers {
-            let slot = match name.as_str() {
+        for &(name, value) in headers {
+            let slot = match name {
                 H_PROTOCOL_VERSION => &mut out.protocol_version,
                 H_METHOD => &mut out.method,
                 H_NAME => &mut out.name,
@@ -63,7 +63,7 @@ impl<'h> McpHeaders<'h> {
                 H_TASK_ID => &mut out.task_id,
                 _ => continue,
             };
-            if slot.replace(value.as_str()).is_some() {
+            if slot.replace(value).is_some() {
                 return Err(Refusal::HeaderMismatch("an MCP header is repeated"));
             }
         }
@@ -207,13 +207,8 @@ mod tests {
     const CALL_MODERN: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#;
     const CALL_LEGACY: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"échø","arguments":{}}}"#;
 
-    fn hdrs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-    }
-
     fn run(body: &str, pairs: &[(&str, &str)]) -> Result<Agreed, Refusal> {
-        let list = hdrs(pairs);
-        let headers = McpHeaders::read(&list)?;
+        let headers = McpHeaders::read(pairs)?;
         agree(&headers, &parse(body.as_bytes()).unwrap())
     }
 

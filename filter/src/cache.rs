@@ -1,6 +1,8 @@
-//! A bounded cache of entries that expire; shared by the verified-token and minted-token caches.
+//! A bounded cache of entries that expire (verified and minted tokens), and a bounded memo of
+//! pure functions of a string (task affinities, opened session handles).
 
 use std::borrow::Borrow;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::Hash;
 
@@ -60,6 +62,41 @@ impl<K: Hash + Eq, V: Expiring + Clone> ExpiringCache<K, V> {
     }
 }
 
+/// Results of a pure, costly function of a string, remembered by one worker. Bounded by
+/// `capacity`: when full it starts over, since recomputing is the only cost. Failures are not
+/// remembered, so a forged input pays every time and cannot fill the memo.
+pub struct Memo<V> {
+    entries: RefCell<HashMap<Box<str>, V>>,
+    capacity: usize,
+}
+
+impl<V: Clone> Memo<V> {
+    pub fn new(capacity: usize) -> Self {
+        Memo { entries: RefCell::new(HashMap::new()), capacity }
+    }
+
+    pub fn get_or_try<E>(&self, key: &str, compute: impl FnOnce() -> Result<V, E>) -> Result<V, E> {
+        if let Some(v) = self.entries.borrow().get(key) {
+            return Ok(v.clone());
+        }
+        let v = compute()?;
+        let mut entries = self.entries.borrow_mut();
+        if entries.len() >= self.capacity {
+            entries.clear();
+        }
+        entries.insert(key.into(), v.clone());
+        Ok(v)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.borrow().is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,5 +130,25 @@ mod tests {
         assert!(c.get(&[1; 32], |e| e.0 > 20).is_none());
         assert!(c.get(&[1; 32], |e| e.0 > 5).is_some());
         assert_eq!((c.hits, c.misses), (1, 1));
+    }
+
+    #[test]
+    fn memo_computes_once_forgets_failures_and_stays_bounded() {
+        let memo = Memo::new(2);
+        let calls = std::cell::Cell::new(0);
+        let upper = |k: &str| {
+            calls.set(calls.get() + 1);
+            if k.is_empty() { Err("empty") } else { Ok(k.to_uppercase()) }
+        };
+        assert_eq!(memo.get_or_try("a", || upper("a")), Ok("A".to_string()));
+        assert_eq!(memo.get_or_try("a", || upper("a")), Ok("A".to_string()));
+        assert_eq!(calls.get(), 1);
+        assert_eq!(memo.get_or_try("", || upper("")), Err("empty"));
+        assert_eq!(memo.get_or_try("", || upper("")), Err("empty"));
+        assert_eq!((calls.get(), memo.len()), (3, 1));
+        for k in ["b", "c", "d"] {
+            memo.get_or_try(k, || upper(k)).unwrap();
+        }
+        assert!(memo.len() <= 2);
     }
 }

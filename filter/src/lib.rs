@@ -10,6 +10,7 @@ pub mod cache;
 pub mod config;
 pub mod delegation;
 pub mod envelope;
+pub mod headers;
 pub mod host;
 pub mod identity;
 pub mod metrics;
@@ -33,6 +34,7 @@ mod glue {
     use crate::audit::{self, Record};
     use crate::workflow::{OnResponse, WorkflowKeys};
     use crate::config::{AuditSink, Config};
+    use crate::headers::Block;
     use crate::host::Host;
     use crate::metrics::Tally;
     use crate::pipeline::{self, Edits, Gateway, Pending, Step};
@@ -44,15 +46,24 @@ mod glue {
         proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
     }}
 
-    /// Envoy's clock and the WASI random source.
-    struct EnvoyHost;
+    /// Envoy's clock, read once per request or tick, and the WASI random source.
+    struct EnvoyHost {
+        now: u64,
+    }
+
+    impl EnvoyHost {
+        fn current() -> EnvoyHost {
+            let now = proxy_wasm::hostcalls::get_current_time()
+                .ok()
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs());
+            EnvoyHost { now }
+        }
+    }
 
     impl Host for EnvoyHost {
         fn now(&self) -> u64 {
-            proxy_wasm::hostcalls::get_current_time()
-                .ok()
-                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_secs())
+            self.now
         }
 
         fn random16(&self) -> [u8; 16] {
@@ -75,6 +86,26 @@ mod glue {
     }
 
     type Shared = Rc<RefCell<Gateway>>;
+
+    extern "C" {
+        fn proxy_get_header_map_pairs(map_type: u32, return_map_data: *mut *mut u8, return_map_size: *mut usize) -> u32;
+    }
+
+    /// The request headers in one host call, kept in the buffer Envoy serialized them into.
+    fn request_header_block() -> Block {
+        const HTTP_REQUEST_HEADERS: u32 = 0;
+        let mut data: *mut u8 = std::ptr::null_mut();
+        let mut size = 0usize;
+        // SAFETY: on success Envoy wrote `size` bytes into memory it obtained from this module's
+        // allocator (the SDK's `proxy_on_memory_allocate`, a leaked `Vec<u8>` of that capacity);
+        // the Vec takes it back, as the SDK's own map getters do.
+        unsafe {
+            if proxy_get_header_map_pairs(HTTP_REQUEST_HEADERS, &mut data, &mut size) != 0 || data.is_null() {
+                return Block::default();
+            }
+            Block::parse(Vec::from_raw_parts(data, size, size))
+        }
+    }
 
     thread_local! {
         /// Envoy metric ids by name, defined on first use (one VM per worker thread).
@@ -125,7 +156,7 @@ mod glue {
                 self.feed_call = None;
                 let status = self.get_http_call_response_header(":status").unwrap_or_default();
                 let body = self.get_http_call_response_body(0, body_size).unwrap_or_default();
-                let taken = if status == "200" { admin::take_in_feed(&EnvoyHost, &body) } else { Err(format!("status {status}")) };
+                let taken = if status == "200" { admin::take_in_feed(&EnvoyHost::current(), &body) } else { Err(format!("status {status}")) };
                 if let Err(e) = taken {
                     log::warn!("revocation feed: {e}; keeping the current table");
                 }
@@ -156,7 +187,7 @@ mod glue {
                     retry
                 }
             };
-            let now = EnvoyHost.now();
+            let now = EnvoyHost::current().now;
             if let Some(s) = self.schedules.iter_mut().find(|s| s.idp == idp) {
                 s.next = now + wait;
             }
@@ -231,7 +262,7 @@ mod glue {
             for (name, delta) in gw.borrow_mut().pending_metrics.drain() {
                 count(&name, delta);
             }
-            let now = EnvoyHost.now();
+            let now = EnvoyHost::current().now;
             self.poll_feed(&gw, now);
             // The wish stays until a fetch is dispatched, so a kid seen just after a fetch is
             // refetched once min_refresh_secs has passed rather than forgotten.
@@ -265,7 +296,8 @@ mod glue {
             let gateway = self.gateway.clone()?;
             Some(Box::new(Exchange {
                 gateway,
-                headers: Vec::new(),
+                host: EnvoyHost::current(),
+                headers: Block::default(),
                 pending: None,
                 record: Record::default(),
                 on_response: OnResponse::Strip,
@@ -280,7 +312,9 @@ mod glue {
     /// One HTTP request/response through the filter.
     struct Exchange {
         gateway: Shared,
-        headers: Vec<(String, String)>,
+        /// The clock as the request arrived: one reading serves every decision about it.
+        host: EnvoyHost,
+        headers: Block,
         pending: Option<Pending>,
         record: Record,
         on_response: OnResponse,
@@ -322,10 +356,12 @@ mod glue {
 
     impl HttpContext for Exchange {
         fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-            self.headers = self.get_http_request_headers();
-            self.record.ts = EnvoyHost.now();
-            self.record.request_id = pipeline::header(&self.headers, "x-request-id").unwrap_or("").to_string();
-            let step = pipeline::on_headers(&mut self.gateway.borrow_mut(), &EnvoyHost, &self.headers, end_of_stream, &mut self.record);
+            self.headers = request_header_block();
+            let headers = self.headers.pairs();
+            self.record.ts = self.host.now;
+            self.record.request_id = pipeline::header(&headers, "x-request-id").unwrap_or("").to_string();
+            let step = pipeline::on_headers(&mut self.gateway.borrow_mut(), &self.host, &headers, end_of_stream, &mut self.record);
+            drop(headers);
             self.run(step)
         }
 
@@ -340,7 +376,7 @@ mod glue {
                 return Action::Pause;
             } else {
                 let body = self.get_http_request_body(0, body_size).unwrap_or_default();
-                pipeline::on_body(&mut gw, &EnvoyHost, &self.headers, pending, &body, &mut self.record)
+                pipeline::on_body(&mut gw, &self.host, &self.headers.pairs(), pending, &body, &mut self.record)
             };
             drop(gw);
             self.run(step)
@@ -364,7 +400,7 @@ mod glue {
                 OnResponse::Strip => None,
                 _ => self.get_http_response_header("mcp-session-id"),
             };
-            let shown = pipeline::on_response(&gw, &EnvoyHost, &self.on_response, upstream_session.as_deref());
+            let shown = pipeline::on_response(&gw, &self.host, &self.on_response, upstream_session.as_deref());
             if shown.is_some() && matches!(self.on_response, OnResponse::Seal(_)) {
                 count("mcp_gateway.sessions.opened", 1);
             }
@@ -400,7 +436,7 @@ mod glue {
     impl AdminExchange {
         fn answer(&self, body: &[u8]) -> Action {
             let (cfg, keys) = &*self.admin;
-            let reply = admin::handle(cfg, keys, &EnvoyHost, &self.method, &self.path, body);
+            let reply = admin::handle(cfg, keys, &EnvoyHost::current(), &self.method, &self.path, body);
             let headers: Vec<(&str, &str)> = reply.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
             self.send_http_response(reply.status, headers, Some(&reply.body));
             Action::Pause

@@ -12,6 +12,7 @@ use crate::config::{Config, SubjectLogging};
 use crate::metrics::{self, Tally};
 use crate::delegation::{self, MintCache};
 use crate::envelope;
+use crate::headers::Pair;
 use crate::host::Host;
 use crate::identity::{Caller, VerifyCache};
 use crate::policy::{self, Ask};
@@ -96,20 +97,17 @@ pub struct Pending {
     pub caller: Rc<Caller>,
 }
 
-/// Looks up a request header (names are lower-case in Envoy's header map).
-pub fn header<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
-    headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-}
+pub use crate::headers::get as header;
 
 const JWKS_PATH: &str = "/.well-known/jwks.json";
 const METADATA_PREFIX: &str = "/.well-known/oauth-protected-resource";
 
 /// Header phase. Fills `rec` with what it learns, whatever the outcome.
-pub fn on_headers(gw: &mut Gateway, host: &dyn Host, headers: &[(String, String)], end_of_stream: bool, rec: &mut Record) -> Step {
+pub fn on_headers(gw: &mut Gateway, host: &dyn Host, headers: &[Pair<'_>], end_of_stream: bool, rec: &mut Record) -> Step {
     let mut edits = Edits::default();
     for (name, _) in headers {
-        if gw.config.is_internal_header(name) && !edits.remove.contains(name) {
-            edits.remove.push(name.clone());
+        if gw.config.is_internal_header(name) && !edits.remove.iter().any(|r| r == name) {
+            edits.remove.push(name.to_string());
         }
     }
     let path = header(headers, ":path").unwrap_or("");
@@ -178,7 +176,7 @@ pub fn on_headers(gw: &mut Gateway, host: &dyn Host, headers: &[(String, String)
 }
 
 /// Body phase: envelope, agreement, policy, delegation.
-pub fn on_body(gw: &mut Gateway, host: &dyn Host, headers: &[(String, String)], pending: Pending, body: &[u8], rec: &mut Record) -> Step {
+pub fn on_body(gw: &mut Gateway, host: &dyn Host, headers: &[Pair<'_>], pending: Pending, body: &[u8], rec: &mut Record) -> Step {
     if body.len() > gw.config.max_body_bytes {
         return refuse(&gw.config, rec, Refusal::BodyTooLarge, None);
     }
@@ -208,7 +206,7 @@ pub fn on_body(gw: &mut Gateway, host: &dyn Host, headers: &[(String, String)], 
 fn authorize(
     gw: &mut Gateway,
     host: &dyn Host,
-    headers: &[(String, String)],
+    headers: &[Pair<'_>],
     pending: Pending,
     era: Era,
     ask: Ask<'_>,
@@ -286,7 +284,7 @@ pub fn on_response(gw: &Gateway, host: &dyn Host, plan: &OnResponse, upstream_se
 }
 
 /// Verifies the bearer token, through the cache.
-fn authenticate(gw: &mut Gateway, now: u64, headers: &[(String, String)]) -> Result<Rc<Caller>, AuthFailure> {
+fn authenticate(gw: &mut Gateway, now: u64, headers: &[Pair<'_>]) -> Result<Rc<Caller>, AuthFailure> {
     let value = header(headers, "authorization").ok_or(AuthFailure::Missing)?;
     let token = value
         .strip_prefix("Bearer ")

@@ -49,7 +49,7 @@ impl Trust {
             .ok_or_else(|| format!("hash_key_env: environment variable {} is not set", config.hash_key_env))
             .and_then(|k| decode_key(&k).map_err(|e| format!("hash_key_env: {}: {e}", config.hash_key_env)));
         let workflow = match (seal, hash) {
-            (Ok(seal), Ok(hash)) => Some(WorkflowKeys { seal, hash }),
+            (Ok(seal), Ok(hash)) => Some(WorkflowKeys::new(seal, hash)),
             (seal, hash) => {
                 problems.extend(seal.err());
                 problems.extend(hash.err());

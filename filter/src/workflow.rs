@@ -5,7 +5,10 @@
 //! use records of tasks and sessions in the bounded bucket table of [`table`], and
 //! `mcpgw:revocations`.
 
+use std::rc::Rc;
+
 use crate::agreement::Era;
+use crate::cache::Memo;
 use crate::config::AFFINITY_HEADER;
 use crate::host::Host;
 use crate::identity::Caller;
@@ -21,6 +24,41 @@ pub struct WorkflowKeys {
     pub seal: SealKeys,
     /// Stable across seal-key rotation and shared by replicas, so affinity and tags stay put.
     pub hash: [u8; 32],
+    /// What this worker already computed with these keys: a warm request's costliest steps are
+    /// the task's keyed hash, and opening and tagging its session handle.
+    task_affinities: Memo<String>,
+    opened_handles: Memo<Rc<Opened>>,
+}
+
+/// A session handle opened: what it sealed, and its tag.
+struct Opened {
+    binding: Binding,
+    tag: String,
+}
+
+/// Entries per memo and worker (an opened handle takes about 600 bytes).
+const MEMO_ENTRIES: usize = 4096;
+
+impl WorkflowKeys {
+    pub fn new(seal: SealKeys, hash: [u8; 32]) -> WorkflowKeys {
+        WorkflowKeys { seal, hash, task_affinities: Memo::new(MEMO_ENTRIES), opened_handles: Memo::new(MEMO_ENTRIES) }
+    }
+
+    fn task_affinity(&self, sub: &str, backend: &str, task: &str) -> String {
+        // Length prefixes keep the memo key unambiguous, as in the hash input.
+        let key = format!("{}:{sub}{}:{backend}{task}", sub.len(), backend.len());
+        let computed: Result<String, std::convert::Infallible> =
+            self.task_affinities.get_or_try(&key, || Ok(session::affinity_for_task(&self.hash, sub, backend, task)));
+        computed.unwrap_or_else(|never| match never {})
+    }
+
+    /// Opens a handle; the memo is keyed by the whole handle, so only that very handle hits.
+    fn open(&self, handle: &str) -> Result<Rc<Opened>, SessionError> {
+        self.opened_handles.get_or_try(handle, || {
+            let binding = session::open(&self.seal, handle)?;
+            Ok(Rc::new(Opened { binding, tag: session::session_tag(&self.hash, handle) }))
+        })
+    }
 }
 
 /// Settings the binding decisions need.
@@ -135,14 +173,14 @@ impl Record<'_> {
 }
 
 fn restore_session(cfg: &WorkflowConfig<'_>, host: &dyn Host, ask: &Ask<'_>, handle: &str, task: Option<&str>) -> Result<Bound, Refusal> {
-    let binding = session::open(&cfg.keys.seal, handle).map_err(Refusal::Session)?;
-    let tag = session::session_tag(&cfg.keys.hash, handle);
+    let opened = cfg.keys.open(handle).map_err(Refusal::Session)?;
+    let (binding, tag) = (&opened.binding, opened.tag.clone());
     let record = Record { kind: "sess", id: RecordId::of(&tag), limits: cfg.sessions };
     let usage = record.read(host);
     let revocations = read_revocations(host).ok_or(Refusal::Session(SessionError::Revoked))?;
     let expected = Expected { sub: &ask.caller.sub, backend: ask.backend, task, policy_version: cfg.policy_version };
     let now = host.now();
-    let updated = session::check_session(&binding, &tag, &expected, now, usage, cfg.sessions, &revocations)
+    let updated = session::check_session(binding, &tag, &expected, now, usage, cfg.sessions, &revocations)
         .map_err(Refusal::Session)?;
     let updated = if ask.method == "DELETE" { updated.ended_at(now) } else { updated };
     if usage != Some(updated) {
@@ -159,7 +197,7 @@ fn restore_session(cfg: &WorkflowConfig<'_>, host: &dyn Host, ask: &Ask<'_>, han
 }
 
 fn bind_task(cfg: &WorkflowConfig<'_>, host: &dyn Host, ask: &Ask<'_>, task: &str) -> Result<Bound, Refusal> {
-    let affinity = session::affinity_for_task(&cfg.keys.hash, &ask.caller.sub, ask.backend, task);
+    let affinity = cfg.keys.task_affinity(&ask.caller.sub, ask.backend, task);
     let record = Record { kind: "task", id: RecordId::of(&affinity), limits: cfg.tasks };
     let usage = record.read(host);
     let revocations = read_revocations(host).ok_or(Refusal::Task(TaskError::Revoked))?;

@@ -34,11 +34,11 @@ impl World {
 
     /// Runs both phases; returns the step and the audit record.
     fn send(&mut self, method: &str, path: &str, extra: &[(&str, &str)], body: &str) -> (Step, Record) {
-        let mut h: Vec<(String, String)> = vec![(":method".into(), method.into()), (":path".into(), path.into())];
+        let mut h: Vec<(&str, &str)> = vec![(":method", method), (":path", path)];
         if method == "POST" {
-            h.push(("content-type".into(), "application/json".into()));
+            h.push(("content-type", "application/json"));
         }
-        h.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        h.extend(extra);
         let mut rec = Record::default();
         let step = on_headers(&mut self.gw, &self.host, &h, body.is_empty() && method != "POST", &mut rec);
         let step = match step {
@@ -345,14 +345,11 @@ fn bench_warm_request() {
     let user = w.token("files:read");
     let auth = format!("Bearer {user}");
     let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hello"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#;
-    let h: Vec<(String, String)> = [
+    let h = [
         (":method", "POST"), (":path", "/mcp/files"), ("content-type", "application/json"), ("authorization", auth.as_str()),
         ("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", "echo"), ("mcp-task-id", "bench-task"),
         ("x-request-id", "5b6154d4-2747-4844-9fc7-132074f8b78b"), ("user-agent", "wrk"), ("accept", "application/json"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    ];
     let n = 20_000;
     let caller = Rc::new(w.gw.trust.verify(&user, NOW, 30).unwrap());
     let mut run = |phase: &mut dyn FnMut(&mut World)| {

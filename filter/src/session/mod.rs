@@ -334,6 +334,7 @@ mod tests {
     #[test]
     fn affinity_fields_cannot_be_shifted_into_each_other() {
         assert_ne!(affinity_for_task(&HASH_KEY, "ab", "c", "t"), affinity_for_task(&HASH_KEY, "a", "bc", "t"));
+
     }
 
     #[test]
