@@ -8,6 +8,7 @@
 #   BENCH_MEMORY_COUNT=100000  distinct tasks, and distinct sessions, for the memory figures (0: skip)
 #   BENCH_CONFIGS    which configurations to run, in order (default: the six of issue 14; add
 #                    probe_host for the probe making the gateway's host calls, a diagnosis aid)
+# Then, without Envoy, the filter's and the probe's Wasm code alone in V8 (bench/v8, Node.js).
 #   BENCH_AUDIT_SINK=access_log  the gateway's audit.sink (log: Envoy's log call per request)
 #   ENVOY_BIN        the Envoy to use (else .tools/envoy/envoy from `make setup`)
 #   BENCH_GATEWAY_WASM  the filter to measure (else the `make build` output)
@@ -223,17 +224,34 @@ measure_memory() {
   kill "$pid"
 }
 
+# The filter's own Wasm code per request in V8 without Envoy (bench/v8): how much of C's cost
+# is the filter's code, and how much Envoy's side of its host calls and access log.
+measure_wasm_code() {
+  V8_US=null
+  command -v node >/dev/null || { echo "bench: no node; skipping the V8-only measurement"; return; }
+  local mode wasm us parts=()
+  for mode in modern legacy probe; do
+    wasm=$GATEWAY_WASM
+    [ "$mode" != probe ] || wasm=$PROBE_WASM
+    us=$(V8_BENCH_REPS=3 node "$BENCH_DIR/v8/run.mjs" "$wasm" "$mode" 50000 | tail -n1 | jq .us_per_request_median) ||
+      die "bench/v8/run.mjs $mode failed"
+    parts+=(--argjson "$mode" "$us")
+  done
+  V8_US=$(jq -n -c "${parts[@]}" '{gateway: $modern, gateway_legacy: $legacy, probe: $probe}')
+}
+
 # Medians over the rounds, results.json in the shape of issue 14, the table and the targets.
 report() {
   jq -R -s --argjson wasm "$(stat -c %s "$GATEWAY_WASM")" --argjson tasks "$TASKS_GROWTH" \
-    --argjson sessions "$SESSIONS_GROWTH" '
+    --argjson sessions "$SESSIONS_GROWTH" --argjson v8 "$V8_US" '
     def median: sort | if length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
     [split("\n")[] | select(length > 0) | split("\t")
       | {cfg: .[0], rps: (.[2] | tonumber), p50: (.[3] | tonumber), p99: (.[4] | tonumber), cpu: (.[5] | tonumber), cpu1: (.[6] | tonumber)}]
     | group_by(.cfg)
     | map({key: .[0].cfg, value: {rps: (map(.rps) | median | round), p50_us: (map(.p50) | median | round),
         p99_us: (map(.p99) | median | round), cpu_us: (map(.cpu) | median), cpu1_us: (map(.cpu1) | median)}})
-    | {configs: from_entries, wasm_bytes: $wasm, rss_growth_100k_sessions_bytes: $sessions, rss_growth_100k_tasks_bytes: $tasks}
+    | {configs: from_entries, wasm_bytes: $wasm, rss_growth_100k_sessions_bytes: $sessions, rss_growth_100k_tasks_bytes: $tasks,
+       v8_wasm_us_per_request: $v8}
     ' "$OUT/runs.tsv" >"$OUT/medians.json"
   jq --args '.configs |= with_entries(select(.key | IN($ARGS.positional[])) | .value |= del(.cpu_us, .cpu1_us))' \
     "${REPORTED[@]}" <"$OUT/medians.json" >"$OUT/results.json"
@@ -257,6 +275,9 @@ report() {
     { printf "%-14s %7d %5.2f %6.1f %+6.1f | %6.1f %+6.1f %6d %+5d %6d %+6d\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 }'
   # The JSON field names follow issue 14; the figures are for MEMORY_COUNT of each.
   jq -r --arg n "$MEMORY_COUNT" '"wasm: \(.wasm_bytes) bytes; RSS growth: \(.rss_growth_100k_tasks_bytes) bytes for \($n) tasks, \(.rss_growth_100k_sessions_bytes) bytes for \($n) sessions"' \
+    "$OUT/results.json"
+  jq -r 'select(.v8_wasm_us_per_request != null) | .v8_wasm_us_per_request |
+    "wasm code alone in V8 (bench/v8, no Envoy), us per request: C \(.gateway), C-legacy \(.gateway_legacy), P \(.probe)"' \
     "$OUT/results.json"
   jq -r '.configs as $c | select([$c[]] | length == 6) |
     def r($x): $x * 100 | round / 100; def mark($ok): if $ok then "met" else "MISSED" end;
@@ -300,6 +321,7 @@ main() {
   check_connection_reuse
   TASKS_GROWTH=null SESSIONS_GROWTH=null
   [ "$MEMORY_COUNT" = 0 ] || measure_memory
+  measure_wasm_code
   report
 }
 

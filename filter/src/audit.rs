@@ -3,10 +3,11 @@
 //! Redaction is structural: the record has no field that could hold a token, a tool argument,
 //! a result or a raw session id, so the writer cannot log them.
 
-use serde::Serialize;
+use std::fmt::Write;
 
 /// The decision facts of one request, written as `mcp_audit: {json}`.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[cfg_attr(test, derive(serde::Serialize))]
 pub struct Record {
     pub ts: u64,
     pub request_id: String,
@@ -40,14 +41,78 @@ pub const PREFIX: &str = "mcp_audit: ";
 
 impl Record {
     /// The record as JSON: the filter state `wasm.mcp_audit`, and the log line after [`PREFIX`].
+    /// Written by hand, once per request: field names are constants, and most values need no
+    /// escaping, which one scan decides (the tests hold it equal to serde_json's output).
     pub fn json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_else(|_| "{}".to_string())
+        let mut out = String::with_capacity(512);
+        let _ = write!(out, "{{\"ts\":{}", self.ts);
+        let strings: [(&str, &str); 10] = [
+            ("request_id", &self.request_id),
+            ("era", self.era),
+            ("task", &self.task),
+            ("session", &self.session),
+            ("sub", &self.sub),
+            ("backend", &self.backend),
+            ("method", &self.method),
+            ("name", &self.name),
+            ("decision", self.decision),
+            ("reason", self.reason),
+        ];
+        for (key, value) in strings {
+            push_member(&mut out, key, value);
+        }
+        let _ = write!(out, ",\"status\":{}", self.status);
+        for (key, value) in [("jti", &self.jti), ("parent_jti", &self.parent_jti), ("aud", &self.aud), ("scope", &self.scope)] {
+            push_member(&mut out, key, value);
+        }
+        out.push_str(",\"act\":[");
+        for (i, actor) in self.act.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            push_json_str(&mut out, actor);
+        }
+        let _ = write!(out, "],\"depth\":{}}}", self.depth);
+        out
+    }
+}
+
+/// `,"key":"value"`; keys are the record's own names, which need no escaping.
+fn push_member(out: &mut String, key: &str, value: &str) {
+    out.push_str(",\"");
+    out.push_str(key);
+    out.push_str("\":");
+    push_json_str(out, value);
+}
+
+/// A JSON string, escaped as serde_json escapes (quote, backslash, control characters).
+fn push_json_str(out: &mut String, value: &str) {
+    if value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(value);
+        out.push('"');
+    } else {
+        out.push_str(&serde_json::to_string(value).unwrap_or_default());
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn handwritten_json_is_serde_json_output() {
+        let plain = Record { ts: 1, request_id: "r".into(), era: "modern", sub: "alice".into(), decision: ALLOW, status: 200, act: vec!["a".into(), "b".into()], depth: 2, ..Default::default() };
+        let tricky = Record {
+            sub: "al\"ice\\ \u{1} \n é 😀 </script>".into(),
+            name: "tab\there".into(),
+            act: vec!["x\"y".into()],
+            ..plain.clone()
+        };
+        for r in [Record::default(), plain, tricky] {
+            assert_eq!(r.json(), serde_json::to_string(&r).unwrap());
+        }
+    }
 
     #[test]
     fn record_is_json_with_every_contract_field() {

@@ -3,25 +3,32 @@
 
 use std::borrow::Borrow;
 use std::cell::RefCell;
+use std::collections::hash_map::{DefaultHasher, RandomState};
 use std::collections::HashMap;
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash, Hasher};
 
 /// An entry that stops being usable at `exp` (unix seconds).
 pub trait Expiring {
     fn exp(&self) -> u64;
 }
 
+impl<T: Expiring> Expiring for std::rc::Rc<T> {
+    fn exp(&self) -> u64 {
+        (**self).exp()
+    }
+}
+
 /// Bounded by `capacity`; never returns an entry the caller's predicate rejects.
-pub struct ExpiringCache<K, V> {
-    entries: HashMap<K, V>,
+pub struct ExpiringCache<K, V, S = RandomState> {
+    entries: HashMap<K, V, S>,
     capacity: usize,
     pub hits: u64,
     pub misses: u64,
 }
 
-impl<K: Hash + Eq, V: Expiring + Clone> ExpiringCache<K, V> {
+impl<K: Hash + Eq, V: Expiring + Clone, S: BuildHasher + Default> ExpiringCache<K, V, S> {
     pub fn new(capacity: usize) -> Self {
-        ExpiringCache { entries: HashMap::new(), capacity, hits: 0, misses: 0 }
+        ExpiringCache { entries: HashMap::default(), capacity, hits: 0, misses: 0 }
     }
 
     /// The entry under `key` if `usable` accepts it; counts a hit or a miss.
@@ -59,6 +66,32 @@ impl<K: Hash + Eq, V: Expiring + Clone> ExpiringCache<K, V> {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+}
+
+/// Hashes only the last 32 bytes of each write, with a random key: for keys that are long and
+/// end in high-entropy bytes (a JWT ends in its signature), a lookup hashes 32 bytes instead of
+/// hundreds. Equality still compares whole keys, so this only chooses the bucket.
+#[derive(Default, Clone)]
+pub struct TailHash(RandomState);
+
+pub struct TailHasher(DefaultHasher);
+
+impl BuildHasher for TailHash {
+    type Hasher = TailHasher;
+
+    fn build_hasher(&self) -> TailHasher {
+        TailHasher(self.0.build_hasher())
+    }
+}
+
+impl Hasher for TailHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.write(&bytes[bytes.len().saturating_sub(32)..]);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0.finish()
     }
 }
 
@@ -111,7 +144,7 @@ mod tests {
 
     #[test]
     fn full_cache_drops_expired_entries_first_and_stays_bounded() {
-        let mut c = ExpiringCache::new(2);
+        let mut c: ExpiringCache<_, _> = ExpiringCache::new(2);
         c.put([1; 32], E(10), 0);
         c.put([2; 32], E(100), 0);
         c.put([3; 32], E(100), 50);
@@ -125,7 +158,7 @@ mod tests {
 
     #[test]
     fn rejected_entries_count_as_misses() {
-        let mut c = ExpiringCache::new(4);
+        let mut c: ExpiringCache<_, _> = ExpiringCache::new(4);
         c.put([1; 32], E(10), 0);
         assert!(c.get(&[1; 32], |e| e.0 > 20).is_none());
         assert!(c.get(&[1; 32], |e| e.0 > 5).is_some());
@@ -150,5 +183,17 @@ mod tests {
             memo.get_or_try(k, || upper(k)).unwrap();
         }
         assert!(memo.len() <= 2);
+    }
+
+    #[test]
+    fn keys_sharing_their_hashed_end_stay_distinct() {
+        let mut c: ExpiringCache<Box<str>, E, TailHash> = ExpiringCache::new(8);
+        let end = "s".repeat(40);
+        c.put(format!("a{end}").into(), E(1), 0);
+        c.put(format!("b{end}").into(), E(2), 0);
+        assert_eq!(c.get(format!("a{end}").as_str(), |_| true).map(|e| e.0), Some(1));
+        assert_eq!(c.get(format!("b{end}").as_str(), |_| true).map(|e| e.0), Some(2));
+        assert!(c.get(format!("c{end}").as_str(), |_| true).is_none());
+        assert!(c.get(end.as_str(), |_| true).is_none());
     }
 }

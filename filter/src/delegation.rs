@@ -119,7 +119,7 @@ pub fn mint(grant: &Grant, signer: &Ed25519KeyPair, issuer: &str, jti: String, n
 /// The map key is a keyed SipHash of those; a hit is confirmed against the entry's own fields,
 /// so a hash collision can only cost a re-mint, never hand out another grant's token.
 pub struct MintCache {
-    entries: ExpiringCache<u64, Minted>,
+    entries: ExpiringCache<u64, Rc<Minted>>,
     hasher: std::collections::hash_map::RandomState,
 }
 
@@ -141,12 +141,12 @@ impl MintCache {
 
     /// A cached token for the grant, if it stays valid past the refresh margin and ends no later
     /// than the grant does (a shorter binding must never get a longer-lived cached token).
-    pub fn get(&mut self, grant: &Grant, now: u64, margin: u64) -> Option<Minted> {
+    pub fn get(&mut self, grant: &Grant, now: u64, margin: u64) -> Option<Rc<Minted>> {
         let key = self.key(grant);
         self.entries.get(&key, |m| m.exp >= now + margin && m.exp <= grant.exp && m.issued_for(grant))
     }
 
-    pub fn put(&mut self, grant: &Grant, minted: Minted, now: u64) {
+    pub fn put(&mut self, grant: &Grant, minted: Rc<Minted>, now: u64) {
         let key = self.key(grant);
         self.entries.put(key, minted, now);
     }
@@ -271,7 +271,7 @@ mod tests {
         let signer = Ed25519KeyPair::generate();
         let g = plan(&cfg, &user(&["files:read"], NOW + 3600), "files", "t", NOW, None).unwrap();
         let mut cache = MintCache::new(10);
-        cache.put(&g, mint(&g, &signer, "gw", "j".into(), NOW).unwrap(), NOW);
+        cache.put(&g, Rc::new(mint(&g, &signer, "gw", "j".into(), NOW).unwrap()), NOW);
         assert!(cache.get(&g, NOW + 100, 30).is_some());
         assert!(cache.get(&g, NOW + 280, 30).is_none(), "inside the refresh margin");
         let shorter = Grant { exp: g.exp - 1, ..g.clone() };

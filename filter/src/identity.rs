@@ -9,7 +9,7 @@ use jwt_simple::JWTError;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::cache::{Expiring, ExpiringCache};
+use crate::cache::{Expiring, ExpiringCache, TailHash};
 use crate::verdict::AuthFailure;
 
 /// RFC 8693 actor claim: the outermost actor is the latest hop.
@@ -268,12 +268,13 @@ pub fn scopes_of(claims: &JWTClaims<McpClaims>) -> Vec<String> {
     claims.custom.scope.as_deref().unwrap_or("").split_ascii_whitespace().map(str::to_string).collect()
 }
 
-/// Verified callers by token. Keyed by the token itself, not a hash of it: a lookup costs one
-/// SipHash and a compare, and no collision can ever return another caller. Bounded; an entry
-/// never outlives its token's `exp`.
-pub struct VerifyCache(ExpiringCache<Box<str>, Rc<Caller>>);
+/// Verified callers by token. Keyed by the token itself, not a hash of it: a lookup hashes the
+/// token's signature end and compares the whole token, so no collision can ever return another
+/// caller; only verified tokens are stored, so nobody can choose colliding keys to fill it.
+/// Bounded; an entry never outlives its token's `exp`.
+pub struct VerifyCache(ExpiringCache<Box<str>, Rc<Caller>, TailHash>);
 
-impl Expiring for Rc<Caller> {
+impl Expiring for Caller {
     fn exp(&self) -> u64 {
         self.exp
     }

@@ -248,6 +248,7 @@ fn authorize(
         Some(m) => m,
         None => match delegation::mint(&grant, &gw.trust.signer, &gw.config.gateway.issuer, host.random_id(), now) {
             Ok(m) => {
+                let m = Rc::new(m);
                 gw.mint_cache.put(&grant, m.clone(), now);
                 gw.minted += 1;
                 m

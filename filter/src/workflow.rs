@@ -5,6 +5,7 @@
 //! use records of tasks and sessions in the bounded bucket table of [`table`], and
 //! `mcpgw:revocations`.
 
+use std::borrow::Cow;
 use std::rc::Rc;
 
 use crate::agreement::Era;
@@ -26,14 +27,25 @@ pub struct WorkflowKeys {
     pub hash: [u8; 32],
     /// What this worker already computed with these keys: a warm request's costliest steps are
     /// the task's keyed hash, and opening and tagging its session handle.
-    task_affinities: Memo<String>,
+    task_slots: Memo<Rc<TaskSlot>>,
     opened_handles: Memo<Rc<Opened>>,
+}
+
+/// A task's affinity key and where its use record lives, all derived from (subject, backend,
+/// task) under the hash key.
+struct TaskSlot {
+    affinity: String,
+    id: RecordId,
+    bucket: String,
 }
 
 /// A session handle opened: what it sealed, and its tag.
 struct Opened {
     binding: Binding,
     tag: String,
+    /// Where the session's use record lives.
+    id: RecordId,
+    bucket: String,
 }
 
 /// Entries per memo and worker (an opened handle takes about 600 bytes).
@@ -41,14 +53,17 @@ const MEMO_ENTRIES: usize = 4096;
 
 impl WorkflowKeys {
     pub fn new(seal: SealKeys, hash: [u8; 32]) -> WorkflowKeys {
-        WorkflowKeys { seal, hash, task_affinities: Memo::new(MEMO_ENTRIES), opened_handles: Memo::new(MEMO_ENTRIES) }
+        WorkflowKeys { seal, hash, task_slots: Memo::new(MEMO_ENTRIES), opened_handles: Memo::new(MEMO_ENTRIES) }
     }
 
-    fn task_affinity(&self, sub: &str, backend: &str, task: &str) -> String {
+    fn task_slot(&self, sub: &str, backend: &str, task: &str) -> Rc<TaskSlot> {
         // Length prefixes keep the memo key unambiguous, as in the hash input.
         let key = format!("{}:{sub}{}:{backend}{task}", sub.len(), backend.len());
-        let computed: Result<String, std::convert::Infallible> =
-            self.task_affinities.get_or_try(&key, || Ok(session::affinity_for_task(&self.hash, sub, backend, task)));
+        let computed: Result<_, std::convert::Infallible> = self.task_slots.get_or_try(&key, || {
+            let affinity = session::affinity_for_task(&self.hash, sub, backend, task);
+            let id = RecordId::of(&affinity);
+            Ok(Rc::new(TaskSlot { affinity, id, bucket: id.bucket_key(TASK) }))
+        });
         computed.unwrap_or_else(|never| match never {})
     }
 
@@ -56,7 +71,9 @@ impl WorkflowKeys {
     fn open(&self, handle: &str) -> Result<Rc<Opened>, SessionError> {
         self.opened_handles.get_or_try(handle, || {
             let binding = session::open(&self.seal, handle)?;
-            Ok(Rc::new(Opened { binding, tag: session::session_tag(&self.hash, handle) }))
+            let tag = session::session_tag(&self.hash, handle);
+            let id = RecordId::of(&tag);
+            Ok(Rc::new(Opened { binding, tag, id, bucket: id.bucket_key(SESSION) }))
         })
     }
 }
@@ -146,26 +163,35 @@ pub fn bind(cfg: &WorkflowConfig<'_>, host: &dyn Host, ask: &Ask<'_>) -> Result<
     }
 }
 
+/// Use-record kinds: the first part of their buckets' shared-data keys.
+const TASK: &str = "task";
+const SESSION: &str = "sess";
+
 /// A use record in the bounded shared table: read, then (if changed) written back.
 struct Record<'a> {
-    kind: &'static str,
     id: RecordId,
+    bucket: Cow<'a, str>,
     limits: &'a Limits,
 }
 
 impl Record<'_> {
+    fn session<'a>(tag: &str, limits: &'a Limits) -> Record<'a> {
+        let id = RecordId::of(tag);
+        Record { id, bucket: Cow::Owned(id.bucket_key(SESSION)), limits }
+    }
+
     fn read(&self, host: &dyn Host) -> Option<Usage> {
-        table::find(&host.shared_get(&self.id.bucket_key(self.kind)).0.unwrap_or_default(), &self.id)
+        table::find(&host.shared_get(&self.bucket).0.unwrap_or_default(), &self.id)
     }
 
     /// Writes `usage` with compare-and-swap, so two workers updating one bucket lose nothing.
     fn write(&self, host: &dyn Host, usage: Usage, now: u64) {
-        let key = self.id.bucket_key(self.kind);
+        let key = &self.bucket;
         for _ in 0..4 {
-            let (bucket, cas) = host.shared_get(&key);
+            let (bucket, cas) = host.shared_get(key);
             let bucket = bucket.unwrap_or_default();
             let merged = table::find(&bucket, &self.id).map_or(usage, |other| usage.merge(other));
-            if host.shared_set(&key, &table::upsert(&bucket, &self.id, merged, now, self.limits), Some(cas)) {
+            if host.shared_set(key, &table::upsert(&bucket, &self.id, merged, now, self.limits), Some(cas)) {
                 return;
             }
         }
@@ -175,7 +201,7 @@ impl Record<'_> {
 fn restore_session(cfg: &WorkflowConfig<'_>, host: &dyn Host, ask: &Ask<'_>, handle: &str, task: Option<&str>) -> Result<Bound, Refusal> {
     let opened = cfg.keys.open(handle).map_err(Refusal::Session)?;
     let (binding, tag) = (&opened.binding, opened.tag.clone());
-    let record = Record { kind: "sess", id: RecordId::of(&tag), limits: cfg.sessions };
+    let record = Record { id: opened.id, bucket: Cow::Borrowed(&opened.bucket), limits: cfg.sessions };
     let usage = record.read(host);
     let revocations = read_revocations(host).ok_or(Refusal::Session(SessionError::Revoked))?;
     let expected = Expected { sub: &ask.caller.sub, backend: ask.backend, task, policy_version: cfg.policy_version };
@@ -197,8 +223,8 @@ fn restore_session(cfg: &WorkflowConfig<'_>, host: &dyn Host, ask: &Ask<'_>, han
 }
 
 fn bind_task(cfg: &WorkflowConfig<'_>, host: &dyn Host, ask: &Ask<'_>, task: &str) -> Result<Bound, Refusal> {
-    let affinity = cfg.keys.task_affinity(&ask.caller.sub, ask.backend, task);
-    let record = Record { kind: "task", id: RecordId::of(&affinity), limits: cfg.tasks };
+    let slot = cfg.keys.task_slot(&ask.caller.sub, ask.backend, task);
+    let record = Record { id: slot.id, bucket: Cow::Borrowed(&slot.bucket), limits: cfg.tasks };
     let usage = record.read(host);
     let revocations = read_revocations(host).ok_or(Refusal::Task(TaskError::Revoked))?;
     let now = host.now();
@@ -208,7 +234,7 @@ fn bind_task(cfg: &WorkflowConfig<'_>, host: &dyn Host, ask: &Ask<'_>, task: &st
         record.write(host, updated, now);
     }
     let not_after = (updated.first + cfg.tasks.absolute_secs).min(updated.last + cfg.tasks.idle_secs);
-    Ok(Bound { task: task.to_string(), set: vec![(AFFINITY_HEADER, affinity)], not_after: Some(not_after), ..Bound::default() })
+    Ok(Bound { task: task.to_string(), set: vec![(AFFINITY_HEADER, slot.affinity.clone())], not_after: Some(not_after), ..Bound::default() })
 }
 
 /// The revocation table every worker shares; `None` when unreadable (callers fail closed).
@@ -235,7 +261,7 @@ pub fn on_response(cfg: &WorkflowConfig<'_>, host: &dyn Host, plan: &OnResponse,
             nonce[16..].copy_from_slice(&host.random16()[..NONCE_LEN - 16]);
             let handle = session::seal(&cfg.keys.seal, &binding, nonce).ok()?;
             let tag = session::session_tag(&cfg.keys.hash, &handle);
-            let record = Record { kind: "sess", id: RecordId::of(&tag), limits: cfg.sessions };
+            let record = Record::session(&tag, cfg.sessions);
             record.write(host, Usage::new(binding.issued_at), binding.issued_at);
             Some(handle)
         }

@@ -6,6 +6,29 @@ use super::*;
 use crate::host::test_host::FixedHost;
 use crate::identity::tests::{claims, idp, NOW};
 
+/// Counts allocations, so the warm-request benchmark can report them per request.
+struct Counting;
+
+static ALLOCATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+// SAFETY: forwards to the system allocator unchanged.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        unsafe { std::alloc::System.realloc(ptr, layout, size) }
+    }
+}
+
+#[global_allocator]
+static COUNTING: Counting = Counting;
+
 struct World {
     gw: Gateway,
     idp: Ed25519KeyPair,
@@ -326,7 +349,7 @@ fn bench_verify_and_mint() {
     }
     let mint = per(t);
     let mut mints = MintCache::new(16);
-    mints.put(&grant, delegation::mint(&grant, &w.gw.trust.signer, "gw", "j".into(), NOW).unwrap(), NOW);
+    mints.put(&grant, Rc::new(delegation::mint(&grant, &w.gw.trust.signer, "gw", "j".into(), NOW).unwrap()), NOW);
     let t = Instant::now();
     for _ in 0..n {
         assert!(mints.get(&grant, NOW, 30).is_some());
@@ -359,6 +382,15 @@ fn bench_warm_request() {
         }
         t.elapsed().as_nanos() / n as u128
     };
+    let allocations = ALLOCATIONS.load(std::sync::atomic::Ordering::Relaxed);
+    run(&mut |w| {
+        let mut rec = Record::default();
+        let Step::ReadBody(p) = on_headers(&mut w.gw, &w.host, &h, false, &mut rec) else { panic!() };
+        let Step::Forward(_) = on_body(&mut w.gw, &w.host, &h, p, body.as_bytes(), &mut rec) else { panic!() };
+        std::hint::black_box(rec.json());
+    });
+    // Single-threaded: the other tests are not run with --ignored alone.
+    let per_request = (ALLOCATIONS.load(std::sync::atomic::Ordering::Relaxed) - allocations) / n as u64;
     let full = run(&mut |w| {
         let mut rec = Record::default();
         let Step::ReadBody(p) = on_headers(&mut w.gw, &w.host, &h, false, &mut rec) else { panic!() };
@@ -383,5 +415,5 @@ fn bench_warm_request() {
         };
         std::hint::black_box(workflow::bind(&workflow_config(&w.gw), &w.host, &ask).unwrap());
     });
-    println!("warm request {full} ns (audit line alone {audit_only} ns, token SHA-256 alone {hash_only} ns, task binding lookup {task_lookup} ns)");
+    println!("warm request {full} ns, {per_request} allocations (audit line alone {audit_only} ns, token SHA-256 alone {hash_only} ns, task binding lookup {task_lookup} ns)");
 }
