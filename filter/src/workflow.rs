@@ -37,6 +37,8 @@ struct TaskSlot {
     affinity: String,
     id: RecordId,
     bucket: String,
+    /// The use record as this worker last read or wrote it.
+    seen: std::cell::Cell<Option<Usage>>,
 }
 
 /// A session handle opened: what it sealed, and its tag.
@@ -62,7 +64,7 @@ impl WorkflowKeys {
         let computed: Result<_, std::convert::Infallible> = self.task_slots.get_or_try(&key, || {
             let affinity = session::affinity_for_task(&self.hash, sub, backend, task);
             let id = RecordId::of(&affinity);
-            Ok(Rc::new(TaskSlot { affinity, id, bucket: id.bucket_key(TASK) }))
+            Ok(Rc::new(TaskSlot { affinity, id, bucket: id.bucket_key(TASK), seen: Default::default() }))
         });
         computed.unwrap_or_else(|never| match never {})
     }
@@ -225,14 +227,20 @@ fn restore_session(cfg: &WorkflowConfig<'_>, host: &dyn Host, ask: &Ask<'_>, han
 fn bind_task(cfg: &WorkflowConfig<'_>, host: &dyn Host, ask: &Ask<'_>, task: &str) -> Result<Bound, Refusal> {
     let slot = cfg.keys.task_slot(&ask.caller.sub, ask.backend, task);
     let record = Record { id: slot.id, bucket: Cow::Borrowed(&slot.bucket), limits: cfg.tasks };
-    let usage = record.read(host);
-    let revocations = read_revocations(host).ok_or(Refusal::Task(TaskError::Revoked))?;
     let now = host.now();
+    // A task this worker used within this very second cannot be idle, its first use never
+    // changes, and revocation is checked below either way: a busy task skips the shared read.
+    let usage = match slot.seen.get().filter(|u| u.last == now) {
+        Some(seen) => Some(seen),
+        None => record.read(host),
+    };
+    let revocations = read_revocations(host).ok_or(Refusal::Task(TaskError::Revoked))?;
     let updated = session::check_task(usage, now, cfg.tasks, &revocations, &ask.caller.sub, task).map_err(Refusal::Task)?;
     // Time is in seconds: most calls of a busy task change nothing, and skip the write.
     if usage != Some(updated) {
         record.write(host, updated, now);
     }
+    slot.seen.set(Some(updated));
     let not_after = (updated.first + cfg.tasks.absolute_secs).min(updated.last + cfg.tasks.idle_secs);
     Ok(Bound { task: task.to_string(), set: vec![(AFFINITY_HEADER, slot.affinity.clone())], not_after: Some(not_after), ..Bound::default() })
 }

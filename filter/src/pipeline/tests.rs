@@ -417,3 +417,32 @@ fn bench_warm_request() {
     });
     println!("warm request {full} ns, {per_request} allocations (audit line alone {audit_only} ns, token SHA-256 alone {hash_only} ns, task binding lookup {task_lookup} ns)");
 }
+
+#[test]
+fn a_busy_task_skips_the_shared_read_within_a_second_yet_revocation_applies_at_once() {
+    use crate::session::Revocations;
+    let mut w = world("");
+    let user = w.token("files:read");
+    let task_buckets = |w: &World| w.host.shared.borrow().keys().filter(|k| k.starts_with("mcpgw:task:")).count();
+    let auth = format!("Bearer {user}");
+    let headers = [("authorization", auth.as_str()), ("mcp-task-id", "t-1"), ("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", "echo")];
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#;
+    let call = |w: &mut World| w.send("POST", "/mcp/files", &headers, body);
+    forwarded_token(&call(&mut w).0);
+    assert_eq!(task_buckets(&w), 1);
+    // Within the same second the worker neither reads nor rewrites the record: drop it, and it
+    // stays dropped.
+    w.host.shared.borrow_mut().retain(|k, _| !k.starts_with("mcpgw:task:"));
+    forwarded_token(&call(&mut w).0);
+    assert_eq!(task_buckets(&w), 0);
+    // A second later the record is read (and, missing, written) again.
+    w.host.now.set(NOW + 1);
+    forwarded_token(&call(&mut w).0);
+    assert_eq!(task_buckets(&w), 1);
+    // Revocation does not wait for the second to end.
+    let mut revoked = Revocations::default();
+    revoked.revoke_task("t-1", NOW + 1);
+    w.host.shared.borrow_mut().insert(crate::workflow::REVOCATIONS_KEY.to_string(), (revoked.encode(), 1));
+    let (step, rec) = call(&mut w);
+    assert_eq!((status(&step), rec.reason), (403, "task_revoked"));
+}
