@@ -29,6 +29,9 @@ pub struct WorkflowKeys {
     /// the task's keyed hash, and opening and tagging its session handle.
     task_slots: Memo<Rc<TaskSlot>>,
     opened_handles: Memo<Rc<Opened>>,
+    /// The shared revocation table as last decoded, with its shared-data version: a table of
+    /// thousands of entries is decoded once per change, not once per request.
+    revocations: std::cell::RefCell<(u32, Rc<Revocations>)>,
 }
 
 /// A task's affinity key and where its use record lives, all derived from (subject, backend,
@@ -55,7 +58,13 @@ const MEMO_ENTRIES: usize = 4096;
 
 impl WorkflowKeys {
     pub fn new(seal: SealKeys, hash: [u8; 32]) -> WorkflowKeys {
-        WorkflowKeys { seal, hash, task_slots: Memo::new(MEMO_ENTRIES), opened_handles: Memo::new(MEMO_ENTRIES) }
+        WorkflowKeys {
+            seal,
+            hash,
+            task_slots: Memo::new(MEMO_ENTRIES),
+            opened_handles: Memo::new(MEMO_ENTRIES),
+            revocations: Default::default(),
+        }
     }
 
     fn task_slot(&self, sub: &str, backend: &str, task: &str) -> Rc<TaskSlot> {
@@ -67,6 +76,24 @@ impl WorkflowKeys {
             Ok(Rc::new(TaskSlot { affinity, id, bucket: id.bucket_key(TASK), seen: Default::default() }))
         });
         computed.unwrap_or_else(|never| match never {})
+    }
+
+    /// The revocation table every worker shares; `None` when unreadable (callers fail closed).
+    /// Envoy's version of a shared-data value changes with every write, so an unchanged
+    /// version means an unchanged table.
+    fn revocations(&self, host: &dyn Host) -> Option<Rc<Revocations>> {
+        let (bytes, version) = host.shared_get(REVOCATIONS_KEY);
+        let mut cached = self.revocations.borrow_mut();
+        let Some(bytes) = bytes else {
+            if !cached.1.is_empty() {
+                *cached = Default::default();
+            }
+            return Some(cached.1.clone());
+        };
+        if cached.0 != version || version == 0 {
+            *cached = (version, Rc::new(Revocations::decode(&bytes).ok()?));
+        }
+        Some(cached.1.clone())
     }
 
     /// Opens a handle; the memo is keyed by the whole handle, so only that very handle hits.
@@ -205,7 +232,7 @@ fn restore_session(cfg: &WorkflowConfig<'_>, host: &dyn Host, ask: &Ask<'_>, han
     let (binding, tag) = (&opened.binding, opened.tag.clone());
     let record = Record { id: opened.id, bucket: Cow::Borrowed(&opened.bucket), limits: cfg.sessions };
     let usage = record.read(host);
-    let revocations = read_revocations(host).ok_or(Refusal::Session(SessionError::Revoked))?;
+    let revocations = cfg.keys.revocations(host).ok_or(Refusal::Session(SessionError::Revoked))?;
     let expected = Expected { sub: &ask.caller.sub, backend: ask.backend, task, policy_version: cfg.policy_version };
     let now = host.now();
     let updated = session::check_session(binding, &tag, &expected, now, usage, cfg.sessions, &revocations)
@@ -234,7 +261,7 @@ fn bind_task(cfg: &WorkflowConfig<'_>, host: &dyn Host, ask: &Ask<'_>, task: &st
         Some(seen) => Some(seen),
         None => record.read(host),
     };
-    let revocations = read_revocations(host).ok_or(Refusal::Task(TaskError::Revoked))?;
+    let revocations = cfg.keys.revocations(host).ok_or(Refusal::Task(TaskError::Revoked))?;
     let updated = session::check_task(usage, now, cfg.tasks, &revocations, &ask.caller.sub, task).map_err(Refusal::Task)?;
     // Time is in seconds: most calls of a busy task change nothing, and skip the write.
     if usage != Some(updated) {
@@ -243,14 +270,6 @@ fn bind_task(cfg: &WorkflowConfig<'_>, host: &dyn Host, ask: &Ask<'_>, task: &st
     slot.seen.set(Some(updated));
     let not_after = (updated.first + cfg.tasks.absolute_secs).min(updated.last + cfg.tasks.idle_secs);
     Ok(Bound { task: task.to_string(), set: vec![(AFFINITY_HEADER, slot.affinity.clone())], not_after: Some(not_after), ..Bound::default() })
-}
-
-/// The revocation table every worker shares; `None` when unreadable (callers fail closed).
-fn read_revocations(host: &dyn Host) -> Option<Revocations> {
-    match host.shared_get(REVOCATIONS_KEY).0 {
-        None => Some(Revocations::default()),
-        Some(bytes) => Revocations::decode(&bytes).ok(),
-    }
 }
 
 /// The `Mcp-Session-Id` value to show the client, given what the upstream answered.

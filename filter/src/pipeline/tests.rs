@@ -71,6 +71,14 @@ impl World {
         (step, rec)
     }
 
+    /// A modern `tools/call` within task `t-1`.
+    fn modern_call(&mut self, tool: &str, token: &str) -> (Step, Record) {
+        let auth = format!("Bearer {token}");
+        let headers = [("authorization", auth.as_str()), ("mcp-task-id", "t-1"), ("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", tool)];
+        let body = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{tool}","arguments":{{}},"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}}}}"#);
+        self.send("POST", "/mcp/files", &headers, &body)
+    }
+
     fn call(&mut self, tool: &str, token: &str) -> (Step, Record) {
         let body = format!(r#"{{"jsonrpc":"2.0","id":"r1","method":"tools/call","params":{{"name":"{tool}","arguments":{{}}}}}}"#);
         let auth = format!("Bearer {token}");
@@ -424,10 +432,7 @@ fn a_busy_task_skips_the_shared_read_within_a_second_yet_revocation_applies_at_o
     let mut w = world("");
     let user = w.token("files:read");
     let task_buckets = |w: &World| w.host.shared.borrow().keys().filter(|k| k.starts_with("mcpgw:task:")).count();
-    let auth = format!("Bearer {user}");
-    let headers = [("authorization", auth.as_str()), ("mcp-task-id", "t-1"), ("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", "echo")];
-    let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#;
-    let call = |w: &mut World| w.send("POST", "/mcp/files", &headers, body);
+    let call = |w: &mut World| w.modern_call("echo", &user);
     forwarded_token(&call(&mut w).0);
     assert_eq!(task_buckets(&w), 1);
     // Within the same second the worker neither reads nor rewrites the record: drop it, and it
@@ -445,4 +450,30 @@ fn a_busy_task_skips_the_shared_read_within_a_second_yet_revocation_applies_at_o
     w.host.shared.borrow_mut().insert(crate::workflow::REVOCATIONS_KEY.to_string(), (revoked.encode(), 1));
     let (step, rec) = call(&mut w);
     assert_eq!((status(&step), rec.reason), (403, "task_revoked"));
+}
+
+#[test]
+fn the_revocation_table_is_decoded_again_only_when_its_version_changes() {
+    use crate::session::Revocations;
+    let mut w = world("");
+    let user = w.token("files:read");
+    let key = crate::workflow::REVOCATIONS_KEY.to_string();
+    let table = |task: &str| {
+        let mut t = Revocations::default();
+        t.revoke_task(task, NOW);
+        t.encode()
+    };
+    w.host.shared.borrow_mut().insert(key.clone(), (table("other"), 7));
+    forwarded_token(&w.modern_call("echo", &user).0);
+    // Other bytes under the same version: the decoded table stands (Envoy never does this; it
+    // shows that the version, not the bytes, decides) ...
+    w.host.shared.borrow_mut().insert(key.clone(), (table("t-1"), 7));
+    forwarded_token(&w.modern_call("echo", &user).0);
+    // ... and a new version is decoded at once.
+    w.host.shared.borrow_mut().insert(key.clone(), (table("t-1"), 8));
+    let (step, rec) = w.modern_call("echo", &user);
+    assert_eq!((status(&step), rec.reason), (403, "task_revoked"));
+    // An unreadable table refuses (fail closed), whatever was decoded before.
+    w.host.shared.borrow_mut().insert(key, (b"garbage".to_vec(), 9));
+    assert_eq!(status(&w.modern_call("echo", &user).0), 403);
 }
