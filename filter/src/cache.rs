@@ -108,6 +108,13 @@ impl<V: Clone> Memo<V> {
         Memo { entries: RefCell::new(HashMap::new()), capacity }
     }
 
+    /// The remembered result for `key`, computing it when there is none.
+    pub fn get_or(&self, key: &str, compute: impl FnOnce() -> V) -> V {
+        let computed: Result<V, std::convert::Infallible> = self.get_or_try(key, || Ok(compute()));
+        computed.unwrap_or_else(|never| match never {})
+    }
+
+    /// As [`Memo::get_or`], for a computation that can fail: failures are not remembered.
     pub fn get_or_try<E>(&self, key: &str, compute: impl FnOnce() -> Result<V, E>) -> Result<V, E> {
         if let Some(v) = self.entries.borrow().get(key) {
             return Ok(v.clone());

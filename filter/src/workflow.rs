@@ -38,8 +38,7 @@ pub struct WorkflowKeys {
 /// task) under the hash key.
 struct TaskSlot {
     affinity: String,
-    id: RecordId,
-    bucket: String,
+    place: Place,
     /// The use record as this worker last read or wrote it.
     seen: std::cell::Cell<Option<Usage>>,
 }
@@ -48,9 +47,7 @@ struct TaskSlot {
 struct Opened {
     binding: Binding,
     tag: String,
-    /// Where the session's use record lives.
-    id: RecordId,
-    bucket: String,
+    place: Place,
 }
 
 /// Entries per memo and worker (an opened handle takes about 600 bytes).
@@ -70,12 +67,10 @@ impl WorkflowKeys {
     fn task_slot(&self, sub: &str, backend: &str, task: &str) -> Rc<TaskSlot> {
         // Length prefixes keep the memo key unambiguous, as in the hash input.
         let key = format!("{}:{sub}{}:{backend}{task}", sub.len(), backend.len());
-        let computed: Result<_, std::convert::Infallible> = self.task_slots.get_or_try(&key, || {
+        self.task_slots.get_or(&key, || {
             let affinity = session::affinity_for_task(&self.hash, sub, backend, task);
-            let id = RecordId::of(&affinity);
-            Ok(Rc::new(TaskSlot { affinity, id, bucket: id.bucket_key(TASK), seen: Default::default() }))
-        });
-        computed.unwrap_or_else(|never| match never {})
+            Rc::new(TaskSlot { place: Place::of(&affinity, TASK), affinity, seen: Default::default() })
+        })
     }
 
     /// The revocation table every worker shares; `None` when unreadable (callers fail closed).
@@ -101,8 +96,7 @@ impl WorkflowKeys {
         self.opened_handles.get_or_try(handle, || {
             let binding = session::open(&self.seal, handle)?;
             let tag = session::session_tag(&self.hash, handle);
-            let id = RecordId::of(&tag);
-            Ok(Rc::new(Opened { binding, tag, id, bucket: id.bucket_key(SESSION) }))
+            Ok(Rc::new(Opened { binding, place: Place::of(&tag, SESSION), tag }))
         })
     }
 }
@@ -196,31 +190,40 @@ pub fn bind(cfg: &WorkflowConfig<'_>, host: &dyn Host, ask: &Ask<'_>) -> Result<
 const TASK: &str = "task";
 const SESSION: &str = "sess";
 
+/// Where a use record lives: its id in the bounded shared table, and its bucket's key.
+#[derive(Clone)]
+struct Place {
+    id: RecordId,
+    bucket: String,
+}
+
+impl Place {
+    /// The place of the record named `name` (a task affinity, a session tag) of one kind.
+    fn of(name: &str, kind: &str) -> Place {
+        let id = RecordId::of(name);
+        Place { id, bucket: id.bucket_key(kind) }
+    }
+}
+
 /// A use record in the bounded shared table: read, then (if changed) written back.
 struct Record<'a> {
-    id: RecordId,
-    bucket: Cow<'a, str>,
+    place: Cow<'a, Place>,
     limits: &'a Limits,
 }
 
 impl Record<'_> {
-    fn session<'a>(tag: &str, limits: &'a Limits) -> Record<'a> {
-        let id = RecordId::of(tag);
-        Record { id, bucket: Cow::Owned(id.bucket_key(SESSION)), limits }
-    }
-
     fn read(&self, host: &dyn Host) -> Option<Usage> {
-        table::find(&host.shared_get(&self.bucket).0.unwrap_or_default(), &self.id)
+        table::find(&host.shared_get(&self.place.bucket).0.unwrap_or_default(), &self.place.id)
     }
 
     /// Writes `usage` with compare-and-swap, so two workers updating one bucket lose nothing.
     fn write(&self, host: &dyn Host, usage: Usage, now: u64) {
-        let key = &self.bucket;
+        let Place { id, bucket: key } = &*self.place;
         for _ in 0..4 {
             let (bucket, cas) = host.shared_get(key);
             let bucket = bucket.unwrap_or_default();
-            let merged = table::find(&bucket, &self.id).map_or(usage, |other| usage.merge(other));
-            if host.shared_set(key, &table::upsert(&bucket, &self.id, merged, now, self.limits), Some(cas)) {
+            let merged = table::find(&bucket, id).map_or(usage, |other| usage.merge(other));
+            if host.shared_set(key, &table::upsert(&bucket, id, merged, now, self.limits), Some(cas)) {
                 return;
             }
         }
@@ -230,7 +233,7 @@ impl Record<'_> {
 fn restore_session(cfg: &WorkflowConfig<'_>, host: &dyn Host, ask: &Ask<'_>, handle: &str, task: Option<&str>) -> Result<Bound, Refusal> {
     let opened = cfg.keys.open(handle).map_err(Refusal::Session)?;
     let (binding, tag) = (&opened.binding, opened.tag.clone());
-    let record = Record { id: opened.id, bucket: Cow::Borrowed(&opened.bucket), limits: cfg.sessions };
+    let record = Record { place: Cow::Borrowed(&opened.place), limits: cfg.sessions };
     let usage = record.read(host);
     let revocations = cfg.keys.revocations(host).ok_or(Refusal::Session(SessionError::Revoked))?;
     let expected = Expected { sub: &ask.caller.sub, backend: ask.backend, task, policy_version: cfg.policy_version };
@@ -253,7 +256,7 @@ fn restore_session(cfg: &WorkflowConfig<'_>, host: &dyn Host, ask: &Ask<'_>, han
 
 fn bind_task(cfg: &WorkflowConfig<'_>, host: &dyn Host, ask: &Ask<'_>, task: &str) -> Result<Bound, Refusal> {
     let slot = cfg.keys.task_slot(&ask.caller.sub, ask.backend, task);
-    let record = Record { id: slot.id, bucket: Cow::Borrowed(&slot.bucket), limits: cfg.tasks };
+    let record = Record { place: Cow::Borrowed(&slot.place), limits: cfg.tasks };
     let now = host.now();
     // A task this worker used within this very second cannot be idle, its first use never
     // changes, and revocation is checked below either way: a busy task skips the shared read.
@@ -288,7 +291,7 @@ pub fn on_response(cfg: &WorkflowConfig<'_>, host: &dyn Host, plan: &OnResponse,
             nonce[16..].copy_from_slice(&host.random16()[..NONCE_LEN - 16]);
             let handle = session::seal(&cfg.keys.seal, &binding, nonce).ok()?;
             let tag = session::session_tag(&cfg.keys.hash, &handle);
-            let record = Record::session(&tag, cfg.sessions);
+            let record = Record { place: Cow::Owned(Place::of(&tag, SESSION)), limits: cfg.sessions };
             record.write(host, Usage::new(binding.issued_at), binding.issued_at);
             Some(handle)
         }

@@ -543,11 +543,7 @@ async fn access_log_sink_writes_one_line_per_mcp_request_and_none_for_other_requ
         assert_eq!(audit_lines_for(&gw, id), (0, 1), "{id}: the access log writes it, the filter does not log it");
     }
     // The gateway's own JWKS is no MCP request: the access log's filter skips it.
-    let started = Instant::now();
-    while jwks_lines() <= before && started.elapsed() < Duration::from_secs(5) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(jwks_lines() > before, "no access line for the JWKS request");
+    assert!(eventually(|| jwks_lines() > before).await, "no access line for the JWKS request");
     assert!(!gw.envoy_log().contains("mcp_audit: -"), "{}", gw.envoy_log());
     assert_eq!(gw.envoy_log().lines().filter(|l| l.contains("mcp_audit: ")).count(), audit_records(&gw).len());
 }
@@ -562,10 +558,7 @@ async fn log_sink_writes_each_record_through_envoys_application_log() {
         let records = audit_for_request(&gw, id).await;
         assert_eq!(records[0]["decision"], "allow");
         // The demo listener also has the audit access log: each record shows once in each.
-        let started = Instant::now();
-        while audit_lines_for(&gw, id) != (1, 1) && started.elapsed() < Duration::from_secs(5) {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(|| audit_lines_for(&gw, id) == (1, 1)).await;
         assert_eq!(audit_lines_for(&gw, id), (1, 1), "{id}");
     }
 }

@@ -95,31 +95,32 @@ pub fn audit_records(gw: &Gateway) -> Vec<Value> {
         .collect()
 }
 
-/// The first audit record matching `wanted`. Envoy writes it when the request ends, which can
-/// be just after the client has read its response, so this waits a little.
-pub async fn wait_audit(gw: &Gateway, wanted: impl Fn(&Value) -> bool) -> Value {
+/// Whether `done` holds within 5 s, polled every 50 ms: Envoy writes its logs (the audit
+/// records among them) when a request ends, and its access log on a flush interval, both of
+/// which can come after the client has read its response.
+pub async fn eventually(done: impl Fn() -> bool) -> bool {
     let start = std::time::Instant::now();
-    loop {
-        if let Some(record) = audit_records(gw).into_iter().find(|r| wanted(r)) {
-            return record;
-        }
+    while !done() {
         if start.elapsed() > std::time::Duration::from_secs(5) {
-            panic!("no matching mcp_audit record in:\n{:#?}", audit_records(gw));
+            return false;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    true
+}
+
+/// The first audit record matching `wanted`, once Envoy has written it.
+pub async fn wait_audit(gw: &Gateway, wanted: impl Fn(&Value) -> bool) -> Value {
+    let found = || audit_records(gw).into_iter().find(|r| wanted(r));
+    assert!(eventually(|| found().is_some()).await, "no matching mcp_audit record in:\n{:#?}", audit_records(gw));
+    found().expect("found above")
 }
 
 /// The audit record at `index` (0 = the first one logged), once Envoy has written it.
 pub async fn nth_audit(gw: &Gateway, index: usize) -> Value {
-    let start = std::time::Instant::now();
-    loop {
-        if let Some(record) = audit_records(gw).into_iter().nth(index) {
-            return record;
-        }
-        assert!(start.elapsed() < std::time::Duration::from_secs(5), "no mcp_audit record #{index}:\n{:#?}", audit_records(gw));
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let nth = || audit_records(gw).into_iter().nth(index);
+    assert!(eventually(|| nth().is_some()).await, "no mcp_audit record #{index}:\n{:#?}", audit_records(gw));
+    nth().expect("found above")
 }
 
 /// The bearer tokens of the last requests every backend replica received.
