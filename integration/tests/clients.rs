@@ -181,11 +181,17 @@ async fn works_through_the_gateway(sdk: Sdk, mode: &'static str) {
 
     // The audit trail: every request of the task in the negotiated era, allowed, and the
     // calls themselves among them. A legacy client's DELETE is its last request.
-    let last = if era == "legacy" { ("DELETE", "") } else { ("tools/call", "whoami") };
-    wait_audit(&gw, |r| r["task"] == task.as_str() && r["method"] == last.0 && r["name"] == last.1).await;
-    let records: Vec<Value> = audit_records(&gw).into_iter().filter(|r| r["task"] == task.as_str()).collect();
-    let calls = |name: &str| records.iter().filter(|r| r["method"] == "tools/call" && r["name"] == name).count();
-    assert_eq!((calls("echo"), calls("whoami")), (1, 1), "audit: {records:#?}");
+    let of_task = |all: &[Value]| -> Vec<Value> { all.iter().filter(|r| r["task"] == task.as_str()).cloned().collect() };
+    let calls = |records: &[Value], name: &str| records.iter().filter(|r| r["method"] == "tools/call" && r["name"] == name).count();
+    let ended = |records: &[Value]| era != "legacy" || records.iter().any(|r| r["method"] == "DELETE");
+    let records = of_task(
+        &audit_when(&gw, |all| {
+            let records = of_task(all);
+            calls(&records, "echo") > 0 && calls(&records, "whoami") > 0 && ended(&records)
+        })
+        .await,
+    );
+    assert_eq!((calls(&records, "echo"), calls(&records, "whoami")), (1, 1), "audit: {records:#?}");
     assert_eq!(records.iter().any(|r| r["method"] == "initialize"), era == "legacy", "audit: {records:#?}");
     if mode == "auto" {
         assert!(records.iter().any(|r| r["method"] == "server/discover"), "auto chose modern without a probe: {records:#?}");

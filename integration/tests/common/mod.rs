@@ -109,11 +109,17 @@ pub async fn eventually(done: impl Fn() -> bool) -> bool {
     true
 }
 
+/// The audit records once `done` holds for them. Requests are logged as they end, which is
+/// not always the order their responses reached the client: wait for every record a test
+/// reads, not only for the one it expects last.
+pub async fn audit_when(gw: &Gateway, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    assert!(eventually(|| done(&audit_records(gw))).await, "the mcp_audit records never matched:\n{:#?}", audit_records(gw));
+    audit_records(gw)
+}
+
 /// The first audit record matching `wanted`, once Envoy has written it.
 pub async fn wait_audit(gw: &Gateway, wanted: impl Fn(&Value) -> bool) -> Value {
-    let found = || audit_records(gw).into_iter().find(|r| wanted(r));
-    assert!(eventually(|| found().is_some()).await, "no matching mcp_audit record in:\n{:#?}", audit_records(gw));
-    found().expect("found above")
+    audit_when(gw, |records| records.iter().any(&wanted)).await.into_iter().find(|r| wanted(r)).expect("found above")
 }
 
 /// The audit record at `index` (0 = the first one logged), once Envoy has written it.
