@@ -6,7 +6,7 @@ use serde::Deserialize;
 use crate::host::Host;
 use crate::session::{self, Revocations, SealKeys};
 use crate::verdict::Reply;
-use crate::workflow::{WorkflowKeys, REVOCATIONS_KEY};
+use crate::workflow::{self, WorkflowKeys, REVOCATIONS_KEY};
 
 /// The plugin configuration of the admin listener: `{"admin": {...}}`.
 #[derive(Debug, Clone, Deserialize)]
@@ -63,7 +63,7 @@ pub fn take_in_feed(host: &dyn Host, body: &[u8]) -> Result<usize, String> {
             None => Revocations::default(),
             Some(t) => t?,
         };
-        if !table.merge(&feed) || host.shared_set(REVOCATIONS_KEY, &table.encode(), Some(cas)) {
+        if !table.merge(&feed) || workflow::store_revocations(host, &table, cas) {
             return Ok(feed.len());
         }
     }
@@ -111,7 +111,7 @@ pub fn handle(cfg: &AdminConfig, keys: &WorkflowKeys, host: &dyn Host, method: &
         };
         table.prune(now, cfg.horizon_secs);
         let answer = session::apply(&mut table, &order, now, &keys.seal, &keys.hash);
-        if host.shared_set(REVOCATIONS_KEY, &table.encode(), Some(cas)) {
+        if workflow::store_revocations(host, &table, cas) {
             return json(200, answer);
         }
     }

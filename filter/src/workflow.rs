@@ -18,6 +18,11 @@ use crate::session::{self, Binding, Expected, Limits, Revocations, SealKeys, Ses
 use crate::verdict::Refusal;
 
 pub const REVOCATIONS_KEY: &str = "mcpgw:revocations";
+/// Rewritten, empty, after every change of the revocation table and at configuration: its
+/// shared-data version tells a worker whether the table changed. Reading an empty value copies
+/// nothing into the VM, where reading the table itself would copy all of it (up to 3 x 1024
+/// entries) and call into the VM to allocate, on every request.
+pub const REVOCATIONS_EPOCH_KEY: &str = "mcpgw:revocations:epoch";
 const SESSION_ID: &str = "mcp-session-id";
 
 /// Keys for sealing session handles and for keyed hashes (affinity, session tags).
@@ -29,9 +34,17 @@ pub struct WorkflowKeys {
     /// the task's keyed hash, and opening and tagging its session handle.
     task_slots: Memo<Rc<TaskSlot>>,
     opened_handles: Memo<Rc<Opened>>,
-    /// The shared revocation table as last decoded, with its shared-data version: a table of
-    /// thousands of entries is decoded once per change, not once per request.
-    revocations: std::cell::RefCell<(u32, Rc<Revocations>)>,
+    /// The shared revocation table as last decoded: a table of thousands of entries is read and
+    /// decoded once per change, not once per request.
+    revocations: std::cell::RefCell<Decoded>,
+}
+
+/// The revocation table as a worker last decoded it, with the versions it was read under.
+#[derive(Default)]
+struct Decoded {
+    epoch: u32,
+    version: u32,
+    table: Rc<Revocations>,
 }
 
 /// A task's affinity key and where its use record lives, all derived from (subject, backend,
@@ -74,21 +87,23 @@ impl WorkflowKeys {
     }
 
     /// The revocation table every worker shares; `None` when unreadable (callers fail closed).
-    /// Envoy's version of a shared-data value changes with every write, so an unchanged
-    /// version means an unchanged table.
+    /// Envoy's version of a shared-data value changes with every write, so an unchanged epoch
+    /// means an unchanged table; without an epoch (none announced yet) the table's own version
+    /// decides, at the cost of reading it.
     fn revocations(&self, host: &dyn Host) -> Option<Rc<Revocations>> {
-        let (bytes, version) = host.shared_get(REVOCATIONS_KEY);
+        let epoch = host.shared_get(REVOCATIONS_EPOCH_KEY).1;
         let mut cached = self.revocations.borrow_mut();
-        let Some(bytes) = bytes else {
-            if !cached.1.is_empty() {
-                *cached = Default::default();
-            }
-            return Some(cached.1.clone());
-        };
-        if cached.0 != version || version == 0 {
-            *cached = (version, Rc::new(Revocations::decode(&bytes).ok()?));
+        if epoch != 0 && cached.epoch == epoch {
+            return Some(cached.table.clone());
         }
-        Some(cached.1.clone())
+        let (bytes, version) = host.shared_get(REVOCATIONS_KEY);
+        let table = match bytes {
+            None => Rc::new(Revocations::default()),
+            Some(_) if version != 0 && cached.version == version => cached.table.clone(),
+            Some(bytes) => Rc::new(Revocations::decode(&bytes).ok()?),
+        };
+        *cached = Decoded { epoch, version, table: table.clone() };
+        Some(table)
     }
 
     /// Opens a handle; the memo is keyed by the whole handle, so only that very handle hits.
@@ -99,6 +114,19 @@ impl WorkflowKeys {
             Ok(Rc::new(Opened { binding, place: Place::of(&tag, SESSION), tag }))
         })
     }
+}
+
+/// Stores a new revocation table if the stored one is still at version `cas`, then announces
+/// the change to every worker (see [`REVOCATIONS_EPOCH_KEY`]).
+pub fn store_revocations(host: &dyn Host, table: &Revocations, cas: u32) -> bool {
+    host.shared_set(REVOCATIONS_KEY, &table.encode(), Some(cas)) && announce_revocations(host)
+}
+
+/// Moves the revocation epoch on, so every worker reads the table again once. The gateway does
+/// this at configuration too: a table stored before then is read, and from then on every
+/// request needs only the epoch.
+pub fn announce_revocations(host: &dyn Host) -> bool {
+    host.shared_set(REVOCATIONS_EPOCH_KEY, b"", None)
 }
 
 /// Settings the binding decisions need.
