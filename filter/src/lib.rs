@@ -31,8 +31,9 @@ mod glue {
     use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
 
     use crate::admin::{self, AdminConfig};
+    use crate::agreement;
     use crate::audit::{self, Record};
-    use crate::workflow::{OnResponse, WorkflowKeys};
+    use crate::workflow::{self, OnResponse, WorkflowKeys};
     use crate::config::{AuditSink, Config};
     use crate::headers::Block;
     use crate::host::Host;
@@ -91,16 +92,21 @@ mod glue {
         fn proxy_get_header_map_pairs(map_type: u32, return_map_data: *mut *mut u8, return_map_size: *mut usize) -> u32;
     }
 
-    /// The request headers in one host call, kept in the buffer Envoy serialized them into.
-    fn request_header_block() -> Block {
-        const HTTP_REQUEST_HEADERS: u32 = 0;
+    /// proxy-wasm header map types.
+    const HTTP_REQUEST_HEADERS: u32 = 0;
+    const HTTP_RESPONSE_HEADERS: u32 = 2;
+
+    /// A header map in one host call, kept in the buffer Envoy serialized it into. Each host call
+    /// that returns data also calls back into the VM to allocate, the costliest kind of call, so
+    /// one read of the map beats a read per header.
+    fn header_block(map_type: u32) -> Block {
         let mut data: *mut u8 = std::ptr::null_mut();
         let mut size = 0usize;
         // SAFETY: on success Envoy wrote `size` bytes into memory it obtained from this module's
         // allocator (the SDK's `proxy_on_memory_allocate`, a leaked `Vec<u8>` of that capacity);
         // the Vec takes it back, as the SDK's own map getters do.
         unsafe {
-            if proxy_get_header_map_pairs(HTTP_REQUEST_HEADERS, &mut data, &mut size) != 0 || data.is_null() {
+            if proxy_get_header_map_pairs(map_type, &mut data, &mut size) != 0 || data.is_null() {
                 return Block::default();
             }
             Block::parse(Vec::from_raw_parts(data, size, size))
@@ -234,6 +240,8 @@ mod glue {
             });
             match loaded {
                 Ok(gw) => {
+                    // From now on a request reads the revocation epoch, not the whole table.
+                    workflow::announce_revocations(&EnvoyHost::current());
                     self.schedules = (0..gw.config.identity_providers.len())
                         .filter(|i| gw.config.identity_providers[*i].jwks_uri.is_some())
                         .map(|idp| JwksSchedule { idp, next: 0, last: 0 })
@@ -356,7 +364,7 @@ mod glue {
 
     impl HttpContext for Exchange {
         fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-            self.headers = request_header_block();
+            self.headers = header_block(HTTP_REQUEST_HEADERS);
             let headers = self.headers.pairs();
             self.record.ts = self.host.now;
             self.record.request_id = pipeline::header(&headers, "x-request-id").unwrap_or("").to_string();
@@ -386,25 +394,21 @@ mod glue {
             if self.record.backend.is_empty() {
                 return Action::Continue;
             }
+            let block = header_block(HTTP_RESPONSE_HEADERS);
+            let headers = block.pairs();
+            let edits = pipeline::on_response(&self.gateway.borrow(), &self.host, &self.on_response, &headers);
             if self.record.status == 0 {
-                self.record.status = self.get_http_response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+                self.record.status = edits.status;
             }
-            let gw = self.gateway.borrow();
-            // Internal headers never reach the client, whatever the upstream sent. Each is removed
-            // by name: cheaper than reading every response header.
-            for name in gw.config.internal_header_names() {
+            for name in &edits.remove {
                 self.set_http_response_header(name, None);
             }
-            // The backend's session id is never shown: the client sees the sealed handle or nothing.
-            let upstream_session = match self.on_response {
-                OnResponse::Strip => None,
-                _ => self.get_http_response_header("mcp-session-id"),
-            };
-            let shown = pipeline::on_response(&gw, &self.host, &self.on_response, upstream_session.as_deref());
-            if shown.is_some() && matches!(self.on_response, OnResponse::Seal(_)) {
+            if let Some(handle) = &edits.session {
+                self.set_http_response_header(agreement::H_SESSION_ID, Some(handle));
+            }
+            if edits.opened {
                 count("mcp_gateway.sessions.opened", 1);
             }
-            self.set_http_response_header("mcp-session-id", shown.as_deref());
             Action::Continue
         }
 

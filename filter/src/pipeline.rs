@@ -279,9 +279,38 @@ pub fn workflow_config(gw: &Gateway) -> WorkflowConfig<'_> {
     }
 }
 
-/// Response phase: the `Mcp-Session-Id` to show the client (`None`: remove the upstream's).
-pub fn on_response(gw: &Gateway, host: &dyn Host, plan: &OnResponse, upstream_session: Option<&str>) -> Option<String> {
-    workflow::on_response(&workflow_config(gw), host, plan, upstream_session)
+/// What the response phase changes in the upstream's response headers.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ResponseEdits<'h> {
+    /// The upstream's `:status`, for the audit record.
+    pub status: u32,
+    /// Headers to remove: internal ones the upstream sent, and its session id when the client
+    /// is shown none.
+    pub remove: Vec<&'h str>,
+    /// The session handle the client sees in place of the upstream's `Mcp-Session-Id`.
+    pub session: Option<String>,
+    /// A new session was sealed (`initialize`).
+    pub opened: bool,
+}
+
+/// Response phase, from the response headers read once: only what the upstream actually sent
+/// is removed or replaced, so a plain response costs no header edit at all.
+pub fn on_response<'h>(gw: &Gateway, host: &dyn Host, plan: &OnResponse, headers: &[Pair<'h>]) -> ResponseEdits<'h> {
+    let status = header(headers, ":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+    let mut remove: Vec<&'h str> = Vec::new();
+    for (name, _) in headers {
+        if gw.config.is_internal_header(name) && !remove.contains(name) {
+            remove.push(name);
+        }
+    }
+    let upstream = header(headers, agreement::H_SESSION_ID);
+    // The backend's session id is never shown: the client sees the sealed handle or nothing.
+    let session = workflow::on_response(&workflow_config(gw), host, plan, upstream);
+    if session.is_none() && upstream.is_some() {
+        remove.push(agreement::H_SESSION_ID);
+    }
+    let opened = session.is_some() && matches!(plan, OnResponse::Seal(_));
+    ResponseEdits { status, remove, session, opened }
 }
 
 /// Verifies the bearer token, through the cache.

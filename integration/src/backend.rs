@@ -66,6 +66,9 @@ pub struct BackendConfig {
     /// Host names accepted besides rmcp's loopback defaults (`localhost`, `127.0.0.1`, `::1`,
     /// any port), which already cover Envoy passing `Host: 127.0.0.1:10000` through.
     pub extra_allowed_hosts: Vec<String>,
+    /// Headers added to every response: a backend that leaks what it should not, for the
+    /// gateway's response-header tests.
+    pub response_headers: Vec<(String, String)>,
 }
 
 impl BackendConfig {
@@ -78,6 +81,7 @@ impl BackendConfig {
             gateway_url: None,
             json_response: false,
             extra_allowed_hosts: vec![],
+            response_headers: vec![],
         }
     }
 }
@@ -172,6 +176,7 @@ pub fn router(config: BackendConfig, shutdown: CancellationToken) -> Router {
     );
     let recorder = Arc::new(Recorder::default());
     let verifier = Arc::new(config.verifier);
+    let leaked = Arc::new(config.response_headers);
     Router::new()
         .route_service(&format!("/mcp/{}", config.kind.name()), mcp.clone())
         .route_service("/mcp", mcp)
@@ -182,6 +187,25 @@ pub fn router(config: BackendConfig, shutdown: CancellationToken) -> Router {
             record::record,
         ))
         .merge(record::routes(recorder))
+        .layer(middleware::from_fn_with_state(leaked, add_response_headers))
+}
+
+/// Adds the configured headers to every response, overriding any of the same name.
+async fn add_response_headers(
+    State(headers): State<Arc<Vec<(String, String)>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let mut response = next.run(request).await;
+    for (name, value) in headers.iter() {
+        if let (Ok(name), Ok(value)) = (
+            axum::http::HeaderName::try_from(name.as_str()),
+            axum::http::HeaderValue::try_from(value.as_str()),
+        ) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
 }
 
 /// Refuses a request whose bearer token does not verify, before the MCP layer sees it.

@@ -149,6 +149,46 @@ async fn internal_headers_are_stripped_both_ways() {
     assert!(resp.header("x-mcp-affinity").is_none());
 }
 
+/// A backend that answers every response with the filter's internal headers and a session id
+/// of its own (`--response-header`), behind the gateway or (`without_filter`) not.
+fn leaky_backends(without_filter: bool) -> Gateway {
+    let leaks = ["x-mcp-affinity=leaked", "x-backend-secret=leaked", "mcp-session-id=upstream-leak"];
+    let backend_args = leaks.iter().flat_map(|l| ["--response-header".to_string(), l.to_string()]).collect();
+    let mut options = Options { backend_args, without_filter, verifying_backends: !without_filter, ..Options::default() };
+    options.filter_config["internal_headers"] = json!(["x-backend-secret"]);
+    Gateway::start(options)
+}
+
+const LEAKED: [&str; 3] = ["x-mcp-affinity", "x-backend-secret", "mcp-session-id"];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn internal_headers_and_the_backends_session_id_never_reach_the_client() {
+    let gw = leaky_backends(false);
+    let token = gw.token("alice", "");
+    let resp = post(&gw.mcp_url("files"), &token, &pairs(&modern_headers("whoami")), &modern_call(1, "whoami", "{}")).await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    for name in LEAKED {
+        assert_eq!(resp.header(name), None, "a modern response shows {name}");
+    }
+    // A legacy initialize: the client sees the sealed handle, never the backend's id.
+    let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#;
+    let resp = post(&gw.mcp_url("files"), &token, &[], init).await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    let handle = resp.header("mcp-session-id").expect("a session handle");
+    assert!(handle.len() > 100 && !handle.contains("upstream-leak"), "{handle}");
+    assert_eq!((resp.header("x-mcp-affinity"), resp.header("x-backend-secret")), (None, None));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_the_filter_the_leaky_backends_headers_reach_the_client() {
+    // Guards the test above: these backends really do send the headers.
+    let gw = leaky_backends(true);
+    let resp = post(&gw.mcp_url("files"), "x", &pairs(&modern_headers("whoami")), &modern_call(1, "whoami", "{}")).await;
+    for name in LEAKED {
+        assert!(resp.header(name).is_some(), "{name} missing: {:?}", resp.headers);
+    }
+}
+
 #[test]
 fn shipped_envoy_yaml_validates_with_the_built_filter() {
     let dir = std::env::temp_dir().join(format!("mcp-gw-validate-{}", std::process::id()));

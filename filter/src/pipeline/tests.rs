@@ -252,7 +252,8 @@ impl World {
         let (step, _) = self.send("POST", "/mcp/files", &[("authorization", &format!("Bearer {token}"))], body);
         assert!(set_header(&step, "x-mcp-affinity").is_some());
         let Step::Forward(edits) = step else { unreachable!() };
-        on_response(&self.gw, &self.host, &edits.on_response, Some(upstream_id)).expect("handle")
+        let response = [(":status", "200"), ("mcp-session-id", upstream_id)];
+        on_response(&self.gw, &self.host, &edits.on_response, &response).session.expect("handle")
     }
 
     fn legacy_call(&mut self, token: &str, handle: &str) -> (Step, Record) {
@@ -279,6 +280,28 @@ fn sealed_session_restores_upstream_id_and_affinity() {
     let (again, _) = w.legacy_call(&alice, &handle);
     assert_eq!(set_header(&step, "x-mcp-affinity"), set_header(&again, "x-mcp-affinity"));
     assert_eq!(rec.session.len(), 12, "audit carries a short tag, not the handle");
+}
+
+#[test]
+fn a_plain_response_needs_no_header_edit_and_internal_headers_are_removed_once() {
+    let w = world(r#","internal_headers":["x-backend-secret"]"#);
+    let plain = [(":status", "201"), ("content-type", "application/json")];
+    let edits = on_response(&w.gw, &w.host, &OnResponse::Strip, &plain);
+    assert_eq!(edits, ResponseEdits { status: 201, ..Default::default() });
+    let leaky = [(":status", "200"), ("x-mcp-affinity", "a"), ("x-backend-secret", "s"), ("x-mcp-affinity", "b"), ("mcp-session-id", "up-1")];
+    let edits = on_response(&w.gw, &w.host, &OnResponse::Strip, &leaky);
+    assert_eq!(edits.remove, vec!["x-mcp-affinity", "x-backend-secret", "mcp-session-id"]);
+    assert_eq!((edits.session, edits.opened), (None, false));
+}
+
+#[test]
+fn a_live_session_shows_its_handle_only_where_the_upstream_sent_an_id() {
+    let w = world("");
+    let plan = OnResponse::Handle("the-handle".into());
+    let edits = on_response(&w.gw, &w.host, &plan, &[(":status", "200"), ("mcp-session-id", "up-1")]);
+    assert_eq!((edits.session.as_deref(), edits.remove.len(), edits.opened), (Some("the-handle"), 0, false));
+    let edits = on_response(&w.gw, &w.host, &plan, &[(":status", "202")]);
+    assert_eq!((edits.status, edits.session, edits.remove.len()), (202, None, 0));
 }
 
 #[test]
@@ -477,3 +500,27 @@ fn the_revocation_table_is_decoded_again_only_when_its_version_changes() {
     w.host.shared.borrow_mut().insert(key, (b"garbage".to_vec(), 9));
     assert_eq!(status(&w.modern_call("echo", &user).0), 403);
 }
+
+#[test]
+fn with_an_epoch_announced_the_table_is_read_only_when_the_epoch_moves() {
+    use crate::session::Revocations;
+    use crate::workflow::{announce_revocations, store_revocations, REVOCATIONS_KEY};
+    let mut w = world("");
+    let user = w.token("files:read");
+    assert!(announce_revocations(&w.host));
+    forwarded_token(&w.modern_call("echo", &user).0);
+    // The table changes behind the epoch's back (no writer does this): unseen, so unread.
+    let mut revoked = Revocations::default();
+    revoked.revoke_task("t-1", NOW);
+    w.host.shared.borrow_mut().insert(REVOCATIONS_KEY.to_string(), (b"garbage".to_vec(), 5));
+    forwarded_token(&w.modern_call("echo", &user).0);
+    // A writer stores and announces: the next request reads the new table and is refused.
+    assert!(store_revocations(&w.host, &revoked, 5));
+    let (step, rec) = w.modern_call("echo", &user);
+    assert_eq!((status(&step), rec.reason), (403, "task_revoked"));
+    // A store against a stale version is refused and announces nothing.
+    let epoch = w.host.shared.borrow()["mcpgw:revocations:epoch"].1;
+    assert!(!store_revocations(&w.host, &Revocations::default(), 5));
+    assert_eq!(w.host.shared.borrow()["mcpgw:revocations:epoch"].1, epoch);
+}
+

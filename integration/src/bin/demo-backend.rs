@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 
 const USAGE: &str = "usage: demo-backend --backend files|reports [--replica NAME] [--listen ADDR]
        [--jwks-url URL | --jwks-file PATH | --no-verify] [--gateway-url URL]
-       [--json-response] [--allow-host HOST]...
+       [--json-response] [--allow-host HOST]... [--response-header NAME=VALUE]...
 
   --replica       name reported by whoami (default: <backend>-1)
   --listen        address to bind (default: 127.0.0.1:0)
@@ -19,7 +19,8 @@ const USAGE: &str = "usage: demo-backend --backend files|reports [--replica NAME
   --no-verify     decode bearer tokens without verifying them (the default without a JWKS)
   --gateway-url   gateway base URL for summarize's call to files (e.g. http://127.0.0.1:10000)
   --json-response answer simple modern requests with application/json instead of SSE
-  --allow-host    accept this Host besides localhost, 127.0.0.1 and ::1 (any port)";
+  --allow-host    accept this Host besides localhost, 127.0.0.1 and ::1 (any port)
+  --response-header  add this header to every response (tests: a backend that leaks headers)";
 
 struct Args {
     config: BackendConfig,
@@ -29,6 +30,7 @@ struct Args {
 fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
     let (mut kind, mut replica, mut listen, mut gateway_url) = (None, None, None, None);
     let (mut source, mut no_verify, mut json_response, mut hosts) = (None, false, false, vec![]);
+    let mut response_headers = vec![];
     while let Some(flag) = argv.next() {
         let mut value = || argv.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
@@ -44,6 +46,11 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
             "--gateway-url" => gateway_url = Some(value()?),
             "--json-response" => json_response = true,
             "--allow-host" => hosts.push(value()?),
+            "--response-header" => {
+                let pair = value()?;
+                let (name, value) = pair.split_once('=').ok_or(format!("--response-header {pair:?}: NAME=VALUE"))?;
+                response_headers.push((name.to_string(), value.to_string()));
+            }
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -60,6 +67,7 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
         gateway_url,
         json_response,
         extra_allowed_hosts: hosts,
+        response_headers,
         ..BackendConfig::unverified(kind, "")
     };
     Ok(Args {
