@@ -6,8 +6,10 @@
 #   BENCH_ROUNDS=3   interleaved rounds (A B P C C-legacy D, A B P ...); medians are reported
 #   BENCH_WARMUP=1   seconds of unmeasured load before each configuration's runs
 #   BENCH_MEMORY_COUNT=100000  distinct tasks, and distinct sessions, for the memory figures (0: skip)
-#   BENCH_CONFIGS    which configurations to run, in order (default: the six of issue 14; add
-#                    probe_host for the probe making the gateway's host calls, a diagnosis aid)
+#   BENCH_CONFIGS    which configurations to run, in order (default: the six of issue 14). For
+#                    diagnosis: probe_host (the probe making the gateway's host calls), probe:GROUPS
+#                    (some of them), gateway_nocel and gateway_nolog (C without the audit
+#                    logger's CEL filter, or without the logger)
 # Then, without Envoy, the filter's and the probe's Wasm code alone in V8 (bench/v8, Node.js).
 #   BENCH_AUDIT_SINK=access_log  the gateway's audit.sink (log: Envoy's log call per request)
 #   ENVOY_BIN        the Envoy to use (else .tools/envoy/envoy from `make setup`)
@@ -32,15 +34,25 @@ trap 'exit 130' INT TERM
 REPORTED=(bare native probe gateway gateway_legacy gateway_cold)
 read -r -a CONFIGS <<<"${BENCH_CONFIGS:-${REPORTED[*]}}"
 declare -A INSTANCE=([bare]=bare [native]=native [probe]=probe [probe_host]=probe_host [gateway]=gateway
-  [gateway_legacy]=gateway [gateway_cold]=gateway_cold)
+  [gateway_legacy]=gateway [gateway_cold]=gateway_cold [gateway_nocel]=gateway_nocel [gateway_nolog]=gateway_nolog)
 declare -A REQUEST=([bare]=modern [native]=modern [probe]=modern [probe_host]=modern [gateway]=modern
-  [gateway_legacy]=legacy [gateway_cold]=modern)
+  [gateway_legacy]=legacy [gateway_cold]=modern [gateway_nocel]=modern [gateway_nolog]=modern)
 declare -A LABEL=([bare]="A bare" [native]="B native mcp" [probe]="P probe" [probe_host]="P+hostcalls"
-  [gateway]="C gateway" [gateway_legacy]="C-legacy" [gateway_cold]="D cold")
+  [gateway]="C gateway" [gateway_legacy]="C-legacy" [gateway_cold]="D cold" [gateway_nocel]="C no CEL"
+  [gateway_nolog]="C no audit log")
 # The Envoy instances: filters fragment (bench/envoy/filters/) and its settings.
 declare -A PROXY=([bare]="bare" [native]="native" [probe]="probe PROBE_MODE=floor"
-  [probe_host]="probe PROBE_MODE=hostcalls" [gateway]="gateway CACHE_ENTRIES=10000"
-  [gateway_cold]="gateway CACHE_ENTRIES=0")
+  [probe_host]="probe PROBE_MODE=hostcalls AUDIT_LOG=shipped" [gateway]="gateway CACHE_ENTRIES=10000"
+  [gateway_cold]="gateway CACHE_ENTRIES=0" [gateway_nocel]="gateway CACHE_ENTRIES=10000 AUDIT_LOG=nocel"
+  [gateway_nolog]="gateway CACHE_ENTRIES=10000 AUDIT_LOG=none")
+
+# probe:GROUPS (e.g. probe:pairs,clock) is the probe making only those host-call groups, to price
+# them one at a time (see bench/probe/src/lib.rs).
+for cfg in "${CONFIGS[@]}"; do
+  [[ $cfg == probe:* ]] || continue
+  INSTANCE[$cfg]=${cfg//[:,]/_} REQUEST[$cfg]=modern LABEL[$cfg]="P+${cfg#probe:}"
+  PROXY[${INSTANCE[$cfg]}]="probe PROBE_MODE=${cfg#probe:}"
+done
 
 prepare() {
   need wrk wrk
@@ -89,8 +101,17 @@ start_proxy() {
   read -r -a settings <<<"${PROXY[${2:-$1}]}"
   local sink=${BENCH_AUDIT_SINK:-access_log} access_log=""
   filter_config=$(render "$BENCH_DIR/gateway.json" "JWKS=$JWKS" "AUDIT_SINK=$sink" "${settings[@]:1}")
-  # The gateway's audit line, when the access log writes it: the shipped logger, CEL filter included.
-  [ "${settings[0]}" != gateway ] || [ "$sink" != access_log ] || access_log=$(cat "$BENCH_DIR/envoy/audit-log.yaml")
+  # The gateway's instances get the shipped audit logger when the access log writes the line.
+  # AUDIT_LOG= overrides, for diagnosis: shipped, nocel (the logger without its CEL filter), none.
+  local audit_log=none setting
+  [ "${settings[0]}" != gateway ] || [ "$sink" != access_log ] || audit_log=shipped
+  for setting in "${settings[@]:1}"; do
+    [[ $setting != AUDIT_LOG=* ]] || audit_log=${setting#AUDIT_LOG=}
+  done
+  case $audit_log in
+    shipped) access_log=$(cat "$BENCH_DIR/envoy/audit-log.yaml") ;;
+    nocel) access_log=$(sed '/filter:/,/expression:/d' "$BENCH_DIR/envoy/audit-log.yaml") ;;
+  esac
   fragment=$(render "$BENCH_DIR/envoy/filters/${settings[0]}.yaml" "PROBE_WASM=$PROBE_WASM" \
     "GATEWAY_WASM=$GATEWAY_WASM" "FILTER_CONFIG=$filter_config" "${settings[@]:1}")
   render "$BENCH_DIR/envoy/proxy.yaml" "FILTERS=$fragment" "ACCESS_LOG=$access_log" "UPSTREAM_PORT=$UPSTREAM_PORT" >"$OUT/config/$name.yaml"

@@ -8,8 +8,9 @@
 //! With the configuration `hostcalls` it also makes the host calls mcp-gateway-filter's glue
 //! makes on a cached modern request, with no logic between them: the gap from `floor` is what
 //! those calls cost in Envoy, the gap to the gateway is the gateway's own Wasm code. A
-//! comma-separated subset of the call groups (`headers,shared,property,response,code,log,metrics`)
-//! measures one group at a time.
+//! comma-separated subset of the call groups (`headers,shared,property,response`, the parts
+//! `pairs,clock,status_read,remove`, and `code,log,metrics` that the gateway no longer makes)
+//! measures one group at a time (`BENCH_CONFIGS="probe probe:pairs probe:clock"`).
 
 use std::borrow::Cow;
 
@@ -50,12 +51,19 @@ struct Params<'a> {
 struct Calls {
     /// All request headers read, and the clock.
     headers: bool,
-    /// Two shared-data reads (the task's use-record bucket, the revocation table).
+    /// One shared-data read (the revocation table's version; a warm task skips its bucket).
     shared: bool,
-    /// The decision as filter state for the access log.
+    /// The audit record as filter state for the access log.
     property: bool,
-    /// All response headers read.
+    /// All response headers read (the status and what needs stripping, in one call).
     response: bool,
+    /// Parts, to price one call at a time: the request header pairs alone, the clock alone, and
+    /// the response calls the gateway made before it read the map once (`:status` by name, two
+    /// headers removed by name).
+    pairs: bool,
+    clock: bool,
+    status_read: bool,
+    remove: bool,
     /// The response code read in `on_log`.
     code: bool,
     /// An audit-sized log line.
@@ -69,7 +77,8 @@ impl Calls {
         let mut calls = Calls::default();
         let groups = match config {
             "" | "floor" => return Some(calls),
-            "hostcalls" => "headers,shared,property,response,code,log,metrics",
+            // The gateway's calls on a warm modern request (bench/v8 counts them).
+            "hostcalls" => "headers,shared,property,response",
             other => other,
         };
         for group in groups.split(',') {
@@ -78,6 +87,10 @@ impl Calls {
                 "shared" => calls.shared = true,
                 "property" => calls.property = true,
                 "response" => calls.response = true,
+                "pairs" => calls.pairs = true,
+                "clock" => calls.clock = true,
+                "status_read" => calls.status_read = true,
+                "remove" => calls.remove = true,
                 "code" => calls.code = true,
                 "log" => calls.log = true,
                 "metrics" => {
@@ -132,6 +145,13 @@ impl HttpContext for Probe {
             std::hint::black_box(&headers);
             let _ = hostcalls::get_current_time();
         }
+        if self.calls.pairs {
+            let headers = self.get_http_request_headers();
+            std::hint::black_box(&headers);
+        }
+        if self.calls.clock {
+            let _ = hostcalls::get_current_time();
+        }
         // Hold the headers until the body is read (needs `allow_on_headers_stop_iteration`).
         if end_of_stream {
             Action::Continue
@@ -156,11 +176,10 @@ impl HttpContext for Probe {
         let name = params.and_then(|p| p.name.as_deref()).unwrap_or("");
         let era = if params.and_then(|p| p.meta).is_some() { "modern" } else { "legacy" };
         if self.calls.shared {
-            let _ = hostcalls::get_shared_data("probe:bucket");
             let _ = hostcalls::get_shared_data("probe:revocations");
         }
         if self.calls.property {
-            self.set_property(vec!["mcp_audit"], Some(b"decision=allow reason= jti=0123456789abcdef task=bench-task"));
+            self.set_property(vec!["mcp_audit"], Some(AUDIT_SIZED_LINE.as_bytes()));
         }
         self.set_http_request_header("mcp-method", Some(&env.method));
         self.set_http_request_header("mcp-name", Some(name));
@@ -173,6 +192,14 @@ impl HttpContext for Probe {
         if self.calls.response {
             let headers = self.get_http_response_headers();
             std::hint::black_box(&headers);
+        }
+        if self.calls.status_read {
+            let status = self.get_http_response_header(":status");
+            std::hint::black_box(&status);
+        }
+        if self.calls.remove {
+            self.set_http_response_header("x-mcp-affinity", None);
+            self.set_http_response_header("mcp-session-id", None);
         }
         Action::Continue
     }
