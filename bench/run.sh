@@ -9,7 +9,8 @@
 #   BENCH_CONFIGS    which configurations to run, in order (default: the six of issue 14). For
 #                    diagnosis: probe_host (the probe making the gateway's host calls), probe:GROUPS
 #                    (some of them), gateway_nocel and gateway_nolog (C without the audit
-#                    logger's CEL filter, or without the logger)
+#                    logger's CEL filter, or without the logger), gateway_base (C with the filter
+#                    at BENCH_BASE_WASM: two builds A/B in one run)
 # Then, without Envoy, the filter's and the probe's Wasm code alone in V8 (bench/v8, Node.js).
 #   BENCH_AUDIT_SINK=access_log  the gateway's audit.sink (log: Envoy's log call per request)
 #   ENVOY_BIN        the Envoy to use (else .tools/envoy/envoy from `make setup`)
@@ -34,17 +35,19 @@ trap 'exit 130' INT TERM
 REPORTED=(bare native probe gateway gateway_legacy gateway_cold)
 read -r -a CONFIGS <<<"${BENCH_CONFIGS:-${REPORTED[*]}}"
 declare -A INSTANCE=([bare]=bare [native]=native [probe]=probe [probe_host]=probe_host [gateway]=gateway
-  [gateway_legacy]=gateway [gateway_cold]=gateway_cold [gateway_nocel]=gateway_nocel [gateway_nolog]=gateway_nolog)
+  [gateway_legacy]=gateway [gateway_cold]=gateway_cold [gateway_nocel]=gateway_nocel [gateway_nolog]=gateway_nolog [gateway_base]=gateway_base)
 declare -A REQUEST=([bare]=modern [native]=modern [probe]=modern [probe_host]=modern [gateway]=modern
-  [gateway_legacy]=legacy [gateway_cold]=modern [gateway_nocel]=modern [gateway_nolog]=modern)
+  [gateway_legacy]=legacy [gateway_cold]=modern [gateway_nocel]=modern [gateway_nolog]=modern [gateway_base]=modern)
 declare -A LABEL=([bare]="A bare" [native]="B native mcp" [probe]="P probe" [probe_host]="P+hostcalls"
   [gateway]="C gateway" [gateway_legacy]="C-legacy" [gateway_cold]="D cold" [gateway_nocel]="C no CEL"
-  [gateway_nolog]="C no audit log")
+  [gateway_nolog]="C no audit log"
+  [gateway_base]="C base build")
 # The Envoy instances: filters fragment (bench/envoy/filters/) and its settings.
 declare -A PROXY=([bare]="bare" [native]="native" [probe]="probe PROBE_MODE=floor"
   [probe_host]="probe PROBE_MODE=hostcalls AUDIT_LOG=shipped" [gateway]="gateway CACHE_ENTRIES=10000"
   [gateway_cold]="gateway CACHE_ENTRIES=0" [gateway_nocel]="gateway CACHE_ENTRIES=10000 AUDIT_LOG=nocel"
-  [gateway_nolog]="gateway CACHE_ENTRIES=10000 AUDIT_LOG=none")
+  [gateway_nolog]="gateway CACHE_ENTRIES=10000 AUDIT_LOG=none"
+  [gateway_base]="gateway CACHE_ENTRIES=10000 GATEWAY_WASM=${BENCH_BASE_WASM:-}")
 
 # probe:GROUPS (e.g. probe:pairs,clock) is the probe making only those host-call groups, to price
 # them one at a time (see bench/probe/src/lib.rs).

@@ -17,9 +17,13 @@ pub fn get<'h>(headers: &[Pair<'h>], name: &str) -> Option<&'h str> {
 #[derive(Debug, Default)]
 pub struct Block {
     bytes: Vec<u8>,
-    /// Name start, name end, value start, value end.
+    /// Name start, name end, value start, value end; a name or value that is not UTF-8 has
+    /// [`NOT_UTF8_SPAN`] for its start.
     spans: Vec<[usize; 4]>,
 }
+
+/// Marks a name or value that failed UTF-8 validation when the block was indexed.
+const NOT_UTF8_SPAN: usize = usize::MAX;
 
 /// Stands in for a value that is not UTF-8: it matches no name, token or version, so such a
 /// header fails every check it takes part in.
@@ -48,7 +52,9 @@ impl Block {
             if value[1] >= bytes.len() || bytes[name[1]] != 0 || bytes[value[1]] != 0 {
                 return None;
             }
-            spans.push([name[0], name[1], value[0], value[1]]);
+            // Validated once here: the pairs are read several times per request.
+            let utf8 = |[from, to]: [usize; 2]| if std::str::from_utf8(&bytes[from..to]).is_ok() { from } else { NOT_UTF8_SPAN };
+            spans.push([utf8(name), name[1], utf8(value), value[1]]);
             data = value[1] + 1;
         }
         Some(spans)
@@ -56,7 +62,14 @@ impl Block {
 
     /// The pairs, borrowed from the block.
     pub fn pairs(&self) -> Vec<Pair<'_>> {
-        let text = |from: usize, to: usize| std::str::from_utf8(&self.bytes[from..to]).unwrap_or(NOT_UTF8);
+        let text = |from: usize, to: usize| {
+            if from == NOT_UTF8_SPAN {
+                return NOT_UTF8;
+            }
+            // SAFETY: `index` checked that these bytes are UTF-8 (else `from` is NOT_UTF8_SPAN),
+            // and the block's bytes never change after it.
+            unsafe { std::str::from_utf8_unchecked(&self.bytes[from..to]) }
+        };
         self.spans.iter().map(|s| (text(s[0], s[1]), text(s[2], s[3]))).collect()
     }
 }
@@ -92,8 +105,8 @@ mod tests {
 
     #[test]
     fn a_value_that_is_not_utf8_matches_nothing() {
-        let block = Block::parse(serialize(&[(b"mcp-method", b"tools/\xffcall")]));
-        assert_eq!(block.pairs(), vec![("mcp-method", NOT_UTF8)]);
+        let block = Block::parse(serialize(&[(b"mcp-method", b"tools/\xffcall"), (b"x-\xc3", b"v"), (b"ok", b"\xc3\xa9")]));
+        assert_eq!(block.pairs(), vec![("mcp-method", NOT_UTF8), (NOT_UTF8, "v"), ("ok", "é")]);
     }
 
     #[test]
