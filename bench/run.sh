@@ -8,8 +8,8 @@
 #   BENCH_MEMORY_COUNT=100000  distinct tasks, and distinct sessions, for the memory figures (0: skip)
 #   BENCH_CONFIGS    which configurations to run, in order (default: the six of issue 14). For
 #                    diagnosis: probe_host (the probe making the gateway's host calls), probe:GROUPS
-#                    (some of them), gateway_nocel and gateway_nolog (C without the audit
-#                    logger's CEL filter, or without the logger), gateway_base (C with the filter
+#                    (some of them), gateway_nofilter and gateway_nolog (C without the audit
+#                    logger's path filter, or without the logger), gateway_base (C with the filter
 #                    at BENCH_BASE_WASM: two builds A/B in one run)
 # Then, without Envoy, the filter's and the probe's Wasm code alone in V8 (bench/v8, Node.js).
 #   BENCH_AUDIT_SINK=access_log  the gateway's audit.sink (log: Envoy's log call per request)
@@ -35,17 +35,17 @@ trap 'exit 130' INT TERM
 REPORTED=(bare native probe gateway gateway_legacy gateway_cold)
 read -r -a CONFIGS <<<"${BENCH_CONFIGS:-${REPORTED[*]}}"
 declare -A INSTANCE=([bare]=bare [native]=native [probe]=probe [probe_host]=probe_host [gateway]=gateway
-  [gateway_legacy]=gateway [gateway_cold]=gateway_cold [gateway_nocel]=gateway_nocel [gateway_nolog]=gateway_nolog [gateway_base]=gateway_base)
+  [gateway_legacy]=gateway [gateway_cold]=gateway_cold [gateway_nofilter]=gateway_nofilter [gateway_nolog]=gateway_nolog [gateway_base]=gateway_base)
 declare -A REQUEST=([bare]=modern [native]=modern [probe]=modern [probe_host]=modern [gateway]=modern
-  [gateway_legacy]=legacy [gateway_cold]=modern [gateway_nocel]=modern [gateway_nolog]=modern [gateway_base]=modern)
+  [gateway_legacy]=legacy [gateway_cold]=modern [gateway_nofilter]=modern [gateway_nolog]=modern [gateway_base]=modern)
 declare -A LABEL=([bare]="A bare" [native]="B native mcp" [probe]="P probe" [probe_host]="P+hostcalls"
-  [gateway]="C gateway" [gateway_legacy]="C-legacy" [gateway_cold]="D cold" [gateway_nocel]="C no CEL"
+  [gateway]="C gateway" [gateway_legacy]="C-legacy" [gateway_cold]="D cold" [gateway_nofilter]="C no log filter"
   [gateway_nolog]="C no audit log"
   [gateway_base]="C base build")
 # The Envoy instances: filters fragment (bench/envoy/filters/) and its settings.
 declare -A PROXY=([bare]="bare" [native]="native" [probe]="probe PROBE_MODE=floor"
   [probe_host]="probe PROBE_MODE=hostcalls AUDIT_LOG=shipped" [gateway]="gateway CACHE_ENTRIES=10000"
-  [gateway_cold]="gateway CACHE_ENTRIES=0" [gateway_nocel]="gateway CACHE_ENTRIES=10000 AUDIT_LOG=nocel"
+  [gateway_cold]="gateway CACHE_ENTRIES=0" [gateway_nofilter]="gateway CACHE_ENTRIES=10000 AUDIT_LOG=nofilter"
   [gateway_nolog]="gateway CACHE_ENTRIES=10000 AUDIT_LOG=none"
   [gateway_base]="gateway CACHE_ENTRIES=10000 GATEWAY_WASM=${BENCH_BASE_WASM:-}")
 
@@ -105,7 +105,7 @@ start_proxy() {
   local sink=${BENCH_AUDIT_SINK:-access_log} access_log=""
   filter_config=$(render "$BENCH_DIR/gateway.json" "JWKS=$JWKS" "AUDIT_SINK=$sink" "${settings[@]:1}")
   # The gateway's instances get the shipped audit logger when the access log writes the line.
-  # AUDIT_LOG= overrides, for diagnosis: shipped, nocel (the logger without its CEL filter), none.
+  # AUDIT_LOG= overrides, for diagnosis: shipped, nofilter (the logger without its filter), none.
   local audit_log=none setting
   [ "${settings[0]}" != gateway ] || [ "$sink" != access_log ] || audit_log=shipped
   for setting in "${settings[@]:1}"; do
@@ -113,7 +113,7 @@ start_proxy() {
   done
   case $audit_log in
     shipped) access_log=$(cat "$BENCH_DIR/envoy/audit-log.yaml") ;;
-    nocel) access_log=$(sed '/filter:/,/expression:/d' "$BENCH_DIR/envoy/audit-log.yaml") ;;
+    nofilter) access_log=$(sed '/filter:/,/string_match:/d' "$BENCH_DIR/envoy/audit-log.yaml") ;;
   esac
   fragment=$(render "$BENCH_DIR/envoy/filters/${settings[0]}.yaml" "PROBE_WASM=$PROBE_WASM" \
     "GATEWAY_WASM=$GATEWAY_WASM" "FILTER_CONFIG=$filter_config" "${settings[@]:1}")

@@ -31,15 +31,30 @@ pub struct Record {
     /// The actor chain of the minted token, outermost first.
     pub act: Vec<String>,
     pub depth: u32,
+    /// An MCP request (its path is under the route prefix): it gets a line, whatever happens.
+    #[cfg_attr(test, serde(skip))]
+    pub audited: bool,
 }
 
 pub const ALLOW: &str = "allow";
 pub const DENY: &str = "deny";
 
+/// The reason of a request that ended (the client went away) before the gateway decided:
+/// nothing of it was forwarded.
+pub const INCOMPLETE: &str = "incomplete";
+
 /// What starts an audit line, whichever sink writes it.
 pub const PREFIX: &str = "mcp_audit: ";
 
 impl Record {
+    /// Closes the record as the request ends: one never decided is a denial.
+    pub fn finish(&mut self) {
+        if self.decision.is_empty() {
+            self.decision = DENY;
+            self.reason = INCOMPLETE;
+        }
+    }
+
     /// The record as JSON: the filter state `wasm.mcp_audit`, and the log line after [`PREFIX`].
     /// Written by hand, once per request: field names are constants, and most values need no
     /// escaping, which one scan decides (the tests hold it equal to serde_json's output).
@@ -112,6 +127,16 @@ mod tests {
         for r in [Record::default(), plain, tricky] {
             assert_eq!(r.json(), serde_json::to_string(&r).unwrap());
         }
+    }
+
+    #[test]
+    fn a_record_never_decided_finishes_as_an_incomplete_denial() {
+        let mut undecided = Record { audited: true, ..Default::default() };
+        undecided.finish();
+        assert_eq!((undecided.decision, undecided.reason), (DENY, INCOMPLETE));
+        let mut allowed = Record { decision: ALLOW, ..Default::default() };
+        allowed.finish();
+        assert_eq!((allowed.decision, allowed.reason), (ALLOW, ""));
     }
 
     #[test]

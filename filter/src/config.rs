@@ -420,11 +420,6 @@ impl Config {
         self.backends.contains_key(name).then_some(name)
     }
 
-    /// The headers only the filter may set.
-    pub fn internal_header_names(&self) -> impl Iterator<Item = &str> {
-        std::iter::once(AFFINITY_HEADER).chain(self.internal_headers.iter().map(String::as_str))
-    }
-
     /// Whether a request header may only be set by the filter.
     pub fn is_internal_header(&self, name: &str) -> bool {
         name == AFFINITY_HEADER || self.internal_headers.iter().any(|h| h == name)

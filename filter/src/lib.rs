@@ -413,9 +413,10 @@ mod glue {
         }
 
         fn on_log(&mut self) {
-            if self.record.backend.is_empty() {
+            if !self.record.audited {
                 return;
             }
+            self.record.finish();
             let mut gw = self.gateway.borrow_mut();
             let json = self.record.json();
             // Envoy runs filters' log callbacks before the listener's access logs, so the whole

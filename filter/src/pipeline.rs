@@ -115,8 +115,11 @@ pub fn on_headers(gw: &mut Gateway, host: &dyn Host, headers: &[Pair<'_>], end_o
     if let Some(reply) = well_known(&gw.config, &gw.trust, http_method, path) {
         return Step::Reply(reply);
     }
+    // Every request under the route prefix is an MCP request and gets an audit line (the shipped
+    // audit logger selects them by the same prefix), a path naming no backend included.
+    rec.audited = path.starts_with(gw.config.route_prefix.as_str());
     let Some(backend) = gw.config.backend_for_path(path) else {
-        if path.starts_with(gw.config.route_prefix.as_str()) {
+        if rec.audited {
             return refuse(&gw.config, rec, Refusal::UnknownBackend, None);
         }
         return Step::Forward(edits);

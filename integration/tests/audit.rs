@@ -328,6 +328,7 @@ async fn every_decision_path_leaves_exactly_one_audit_line_with_its_decision_and
         Path::new("unsupported_media_type", 415, "files", Some(&alice), &[("content-type", "text/plain")], "{}"),
         Path::new("session_invalid", 404, "files", Some(&alice), &forged, legacy_whoami),
         Path::new("session_hijack", 404, "files", Some(&mallory), &stolen, legacy_whoami),
+        Path::new("unknown_backend", 404, "nope", Some(&alice), &echo_h, &echo),
     ];
 
     // When each is sent once, with a unique x-request-id, and then the idle task is used again
@@ -353,7 +354,9 @@ async fn every_decision_path_leaves_exactly_one_audit_line_with_its_decision_and
         assert_eq!(lines.len(), 1, "{:?}: {lines:#?}", path.reason);
         let line = lines[0];
         let got = (line["decision"].as_str(), line["reason"].as_str(), line["status"].as_u64(), line["backend"].as_str());
-        assert_eq!(got, (Some(path.decision()), Some(path.reason), Some(u64::from(path.status)), Some(path.backend)), "{line}");
+        // A path that names no backend is audited with none.
+        let backend = if path.reason == "unknown_backend" { "" } else { path.backend };
+        assert_eq!(got, (Some(path.decision()), Some(path.reason), Some(u64::from(path.status)), Some(backend)), "{line}");
     }
 }
 
@@ -505,6 +508,32 @@ async fn metrics_move_as_a_scripted_sequence_of_calls_predicts() {
     let expected = [("mcp_gateway.sessions.opened", 1.0), ("mcp_gateway.method.initialize", 1.0)];
     let (got, after) = settled(&gw, &before, &expected).await;
     assert_eq!(got, expected, "\n{}", after.ours());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_abandoned_before_its_body_ends_is_audited_as_an_incomplete_denial() {
+    use tokio::io::AsyncWriteExt;
+    let gw = Gateway::start(Options::default());
+    let token = gw.token("alice", "files:read");
+    let id = format!("audit-incomplete-{}", random_id());
+    let before = backend_requests(&gw).await;
+    // Headers announce 100 bytes; 10 arrive, then the client goes away.
+    let url = gw.mcp_url("files");
+    let authority = url.trim_start_matches("http://").split('/').next().expect("authority").to_string();
+    let mut socket = tokio::net::TcpStream::connect(&authority).await.expect("connect to the gateway");
+    let head = format!(
+        "POST /mcp/files HTTP/1.1\r\nhost: {authority}\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\nx-request-id: {id}\r\ncontent-length: 100\r\n\r\n{{\"jsonrpc\""
+    );
+    socket.write_all(head.as_bytes()).await.expect("send");
+    socket.flush().await.expect("flush");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(socket);
+    let records = audit_for_request(&gw, &id).await;
+    assert_eq!(records.len(), 1, "{records:#?}");
+    let r = &records[0];
+    assert_eq!((r["decision"].as_str(), r["reason"].as_str(), r["backend"].as_str(), r["sub"].as_str()), (Some("deny"), Some("incomplete"), Some("files"), Some("alice")), "{r}");
+    assert_eq!(r["jti"], "", "nothing was minted: {r}");
+    assert_eq!(backend_requests(&gw).await, before, "nothing reached the backend");
 }
 
 /// Sends `n` whoami calls, each with its own request id, and returns the ids.

@@ -201,6 +201,19 @@ fn client_sent_affinity_header_is_removed_first() {
 }
 
 #[test]
+fn every_request_under_the_route_prefix_is_audited_and_no_other() {
+    let mut w = world("");
+    let auth = format!("Bearer {}", w.token(""));
+    let a = [("authorization", auth.as_str())];
+    let (step, rec) = w.send("POST", "/mcp/nope", &a, "{}");
+    assert_eq!((status(&step), rec.audited, rec.reason, rec.backend.as_str()), (404, true, "unknown_backend", ""));
+    assert!(w.send("POST", "/mcp/files", &a, "{nope").1.audited);
+    for path in ["/.well-known/jwks.json", "/healthz", "/mcp"] {
+        assert!(!w.send("GET", path, &a, "").1.audited, "{path}");
+    }
+}
+
+#[test]
 fn envelope_errors_map_to_contract_statuses() {
     let mut w = world("");
     let auth = format!("Bearer {}", w.token(""));
