@@ -3,7 +3,9 @@
 # bench/run.sh. Both proxies are loaded at the same time (8 connections each, one wrk each), and
 # each round prints the CPU microseconds per request of each proxy and their difference; then
 # the median difference. Whatever else the machine does hits both alike, so a difference of 1-2 us
-# shows, where interleaved runs (make bench) move by 5-10 % between rounds.
+# shows, where interleaved runs (make bench) move by 5-10 % between rounds. AB_ALTERNATE=1 loads
+# them one after the other instead (16 connections, A then B in each round): no contention
+# between the two, more rounds needed.
 #
 #   bench/ab.sh gateway gateway_nolog                  # what the audit access log costs
 #   BENCH_BASE_WASM=old.wasm bench/ab.sh gateway gateway_base   # this build against another
@@ -29,12 +31,17 @@ wrk_run 2 8 "$(url "${INSTANCE[$B]}")" post.lua "$file" >/dev/null
 : >"$OUT/ab.tsv"
 for round in $(seq 1 "$AB_ROUNDS"); do
   ticks_a=$(cpu_ticks "$pid_a") ticks_b=$(cpu_ticks "$pid_b")
-  wrk_run "$AB_SECS" 8 "$(url "${INSTANCE[$A]}")" post.lua "$file" >"$OUT/ab-a.txt" &
-  load_a=$!
-  wrk_run "$AB_SECS" 8 "$(url "${INSTANCE[$B]}")" post.lua "$file" >"$OUT/ab-b.txt" &
-  load_b=$!
-  # Not a bare `wait`: the Envoys are this shell's children too.
-  wait "$load_a" "$load_b"
+  if [ "${AB_ALTERNATE:-0}" = 1 ]; then
+    wrk_run "$AB_SECS" 16 "$(url "${INSTANCE[$A]}")" post.lua "$file" >"$OUT/ab-a.txt"
+    wrk_run "$AB_SECS" 16 "$(url "${INSTANCE[$B]}")" post.lua "$file" >"$OUT/ab-b.txt"
+  else
+    wrk_run "$AB_SECS" 8 "$(url "${INSTANCE[$A]}")" post.lua "$file" >"$OUT/ab-a.txt" &
+    load_a=$!
+    wrk_run "$AB_SECS" 8 "$(url "${INSTANCE[$B]}")" post.lua "$file" >"$OUT/ab-b.txt" &
+    load_b=$!
+    # Not a bare `wait`: the Envoys are this shell's children too.
+    wait "$load_a" "$load_b"
+  fi
   awk -v ta=$(($(cpu_ticks "$pid_a") - ticks_a)) -v tb=$(($(cpu_ticks "$pid_b") - ticks_b)) \
     -v na="$(field requests "$(cat "$OUT/ab-a.txt")")" -v nb="$(field requests "$(cat "$OUT/ab-b.txt")")" \
     -v hz="$(getconf CLK_TCK)" -v a="$A" -v b="$B" -v r="$round" 'BEGIN {

@@ -47,7 +47,7 @@ declare -A PROXY=([bare]="bare" [native]="native" [probe]="probe PROBE_MODE=floo
   [probe_host]="probe PROBE_MODE=hostcalls AUDIT_LOG=shipped" [gateway]="gateway CACHE_ENTRIES=10000"
   [gateway_cold]="gateway CACHE_ENTRIES=0" [gateway_nofilter]="gateway CACHE_ENTRIES=10000 AUDIT_LOG=nofilter"
   [gateway_nolog]="gateway CACHE_ENTRIES=10000 AUDIT_LOG=none"
-  [gateway_base]="gateway CACHE_ENTRIES=10000 GATEWAY_WASM=${BENCH_BASE_WASM:-}")
+  [gateway_base]="gateway CACHE_ENTRIES=10000 GATEWAY_WASM=${BENCH_BASE_WASM:-} AUDIT_LOG=${BENCH_BASE_AUDIT_LOG:-shipped}")
 
 # probe:GROUPS (e.g. probe:pairs,clock) is the probe making only those host-call groups, to price
 # them one at a time (see bench/probe/src/lib.rs).
@@ -105,7 +105,8 @@ start_proxy() {
   local sink=${BENCH_AUDIT_SINK:-access_log} access_log=""
   filter_config=$(render "$BENCH_DIR/gateway.json" "JWKS=$JWKS" "AUDIT_SINK=$sink" "${settings[@]:1}")
   # The gateway's instances get the shipped audit logger when the access log writes the line.
-  # AUDIT_LOG= overrides, for diagnosis: shipped, nofilter (the logger without its filter), none.
+  # AUDIT_LOG= overrides, for diagnosis: shipped, nofilter (the logger without its filter), cel (with
+  # the CEL filter on filter_state it had before), none.
   local audit_log=none setting
   [ "${settings[0]}" != gateway ] || [ "$sink" != access_log ] || audit_log=shipped
   for setting in "${settings[@]:1}"; do
@@ -114,6 +115,8 @@ start_proxy() {
   case $audit_log in
     shipped) access_log=$(cat "$BENCH_DIR/envoy/audit-log.yaml") ;;
     nofilter) access_log=$(sed '/filter:/,/string_match:/d' "$BENCH_DIR/envoy/audit-log.yaml") ;;
+    # The CEL filter the shipped logger had before the path filter.
+    cel) access_log=$(sed '/header_filter:/,/string_match:/c\              extension_filter:\n                name: envoy.access_loggers.extension_filters.cel\n                typed_config:\n                  "@type": type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter\n                  expression: "'"'"'wasm.mcp_audit'"'"' in filter_state"' "$BENCH_DIR/envoy/audit-log.yaml") ;;
   esac
   fragment=$(render "$BENCH_DIR/envoy/filters/${settings[0]}.yaml" "PROBE_WASM=$PROBE_WASM" \
     "GATEWAY_WASM=$GATEWAY_WASM" "FILTER_CONFIG=$filter_config" "${settings[@]:1}")
