@@ -11,11 +11,12 @@
 #   BENCH_BASE_WASM=old.wasm bench/ab.sh gateway gateway_base   # this build against another
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# shellcheck source=bench/run.sh
-. bench/run.sh
 A=${1:?usage: bench/ab.sh CONFIG_A CONFIG_B [SECONDS] [ROUNDS]} B=${2:?usage: bench/ab.sh CONFIG_A CONFIG_B [SECONDS] [ROUNDS]}
 AB_SECS=${3:-8} AB_ROUNDS=${4:-5}
-CONFIGS=("$A" "$B")
+# run.sh defines the configurations it is given (probe:GROUPS among them) as it is sourced.
+BENCH_CONFIGS="$A $B"
+# shellcheck source=bench/run.sh
+. bench/run.sh
 [ "${REQUEST[$A]:-}" = "${REQUEST[$B]:-}" ] || die "$A and $B must send the same request kind"
 prepare
 start_envoy upstream "$BENCH_DIR/envoy/upstream.yaml"
