@@ -317,6 +317,12 @@ report() {
     if .rss_growth_100k_tasks_bytes == null then empty else
     "         memory: tasks \(mark(.rss_growth_100k_tasks_bytes <= 67108864)), sessions \(mark(.rss_growth_100k_sessions_bytes <= 67108864)) (<= 64 MiB each)" end' \
     "$OUT/results.json"
+  # The proxy's own CPU per request moves less than req/s when other work shares the machine.
+  jq -r '.configs as $c | select($c.gateway and $c.native and $c.probe) |
+    def r($x): $x * 100 | round / 100;
+    "cpu/req: C \(r($c.gateway.cpu_us / $c.native.cpu_us)) x B, \(r($c.gateway.cpu_us / $c.probe.cpu_us)) x P" +
+    if $c.gateway_legacy then "; C-legacy \(r($c.gateway_legacy.cpu_us / $c.native.cpu_us)) x B, \(r($c.gateway_legacy.cpu_us / $c.probe.cpu_us)) x P" else "" end +
+    " (proxy CPU per request at 16 connections)"' "$OUT/medians.json"
   echo "results: $OUT/results.json (every run: $OUT/runs.tsv)"
 }
 
