@@ -49,17 +49,15 @@ struct Params<'a> {
 /// The host-call groups of mcp-gateway-filter's glue on a cached modern request.
 #[derive(Clone, Copy, Default)]
 struct Calls {
-    /// All request headers read, and the clock.
-    headers: bool,
     /// One shared-data read (the revocation table's version; a warm task skips its bucket).
     shared: bool,
     /// The audit record as filter state for the access log.
     property: bool,
     /// All response headers read (the status and what needs stripping, in one call).
     response: bool,
-    /// Parts, to price one call at a time: the request header pairs alone, the clock alone, and
-    /// the response calls the gateway made before it read the map once (`:status` by name, two
-    /// headers removed by name).
+    /// All request headers read, and the clock (the group `headers` is both); and, to price one
+    /// call at a time, the response calls the gateway made before it read the map once
+    /// (`:status` by name, two headers removed by name).
     pairs: bool,
     clock: bool,
     status_read: bool,
@@ -83,7 +81,7 @@ impl Calls {
         };
         for group in groups.split(',') {
             match group {
-                "headers" => calls.headers = true,
+                "headers" => (calls.pairs, calls.clock) = (true, true),
                 "shared" => calls.shared = true,
                 "property" => calls.property = true,
                 "response" => calls.response = true,
@@ -140,11 +138,6 @@ impl Context for Probe {}
 
 impl HttpContext for Probe {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        if self.calls.headers {
-            let headers = self.get_http_request_headers();
-            std::hint::black_box(&headers);
-            let _ = hostcalls::get_current_time();
-        }
         if self.calls.pairs {
             let headers = self.get_http_request_headers();
             std::hint::black_box(&headers);
