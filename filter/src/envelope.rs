@@ -63,9 +63,10 @@ impl<'a> EnvelopeError<'a> {
     }
 }
 
-/// Parses one MCP POST body.
+/// Parses one MCP POST body, in one pass over its bytes: `params` and `params._meta` are read
+/// where they stand, not captured and parsed again.
 pub fn parse(body: &[u8]) -> Result<Envelope<'_>, EnvelopeError<'_>> {
-    let top: RawObject<'_> = serde_json::from_slice(body).map_err(|e| {
+    let top: Top<'_> = serde_json::from_slice(body).map_err(|e| {
         let refusal = match e.classify() {
             serde_json::error::Category::Data => {
                 if e.to_string().starts_with(BATCH) {
@@ -80,10 +81,10 @@ pub fn parse(body: &[u8]) -> Result<Envelope<'_>, EnvelopeError<'_>> {
         };
         EnvelopeError::new(refusal, None)
     })?;
-    interpret(&top)
+    interpret(top)
 }
 
-fn interpret<'a>(top: &RawObject<'a>) -> Result<Envelope<'a>, EnvelopeError<'a>> {
+fn interpret(top: Top<'_>) -> Result<Envelope<'_>, EnvelopeError<'_>> {
     // The id first, so that every later refusal can echo it.
     let id = top.get("id");
     let invalid = |why| EnvelopeError::new(Refusal::InvalidRequest(why), id.filter(|i| is_valid_id(i)));
@@ -107,22 +108,26 @@ fn interpret<'a>(top: &RawObject<'a>) -> Result<Envelope<'a>, EnvelopeError<'a>>
         _ => return Err(invalid("not a JSON-RPC request, notification or response")),
     };
     let mut envelope = Envelope { kind, id, method, name: None, meta_version: None };
-    let Some(params) = top.get("params") else {
+    let Some(params) = top.params else {
         return require_name(envelope).map_err(invalid);
     };
-    let params: RawObject<'a> = parse_object(params).map_err(|dup| {
-        invalid(if dup { "duplicate key in params" } else { "params must be an object" })
-    })?;
+    match params.shape {
+        Shape::Object => {}
+        Shape::NotObject => return Err(invalid("params must be an object")),
+        Shape::Duplicate => return Err(invalid("duplicate key in params")),
+    }
     if let Some(member) = envelope.method.as_deref().and_then(name_member) {
-        if let Some(raw) = params.get(member) {
+        if let Some(raw) = params.name_of(member) {
             envelope.name = Some(as_str(raw).ok_or_else(|| invalid("params.name, params.uri and params.taskId must be strings"))?);
         }
     }
-    if let Some(meta) = params.get("_meta") {
-        let meta: RawObject<'a> = parse_object(meta).map_err(|dup| {
-            invalid(if dup { "duplicate key in params._meta" } else { "params._meta must be an object" })
-        })?;
-        if let Some(raw) = meta.get(META_PROTOCOL_VERSION) {
+    if let Some(meta) = params.meta {
+        match meta.shape {
+            Shape::Object => {}
+            Shape::NotObject => return Err(invalid("params._meta must be an object")),
+            Shape::Duplicate => return Err(invalid("duplicate key in params._meta")),
+        }
+        if let Some(raw) = meta.version {
             envelope.meta_version = Some(as_str(raw).ok_or_else(|| invalid("_meta protocolVersion must be a string"))?);
         }
     }
@@ -161,56 +166,205 @@ fn as_str<'a>(raw: &'a RawValue) -> Option<Cow<'a, str>> {
     serde_json::from_str::<String>(text).ok().map(Cow::Owned)
 }
 
-/// Parses a raw value as an object of raw members. `Err(true)` means a duplicate key.
-fn parse_object<'a>(raw: &'a RawValue) -> Result<RawObject<'a>, bool> {
-    serde_json::from_str(raw.get()).map_err(|e| e.to_string().starts_with(DUPLICATE))
-}
-
 const BATCH: &str = "batch";
 const DUPLICATE: &str = "duplicate key";
 
-/// One JSON object's members, values left raw. Refuses duplicate keys (after unescaping).
-struct RawObject<'a> {
+/// The top-level object: its members other than `params` left raw, and `params` as read.
+/// A duplicate key here fails the parse at once (nothing of the body can be trusted); one
+/// inside `params` is noted and refused after the whole body proved to be JSON, with the id.
+struct Top<'a> {
     members: Vec<(Cow<'a, str>, &'a RawValue)>,
+    params: Option<Params<'a>>,
 }
 
-impl<'a> RawObject<'a> {
+impl<'a> Top<'a> {
     fn get(&self, key: &str) -> Option<&'a RawValue> {
         self.members.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
     }
 }
 
-impl<'de: 'a, 'a> Deserialize<'de> for RawObject<'a> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(RawObjectVisitor(std::marker::PhantomData))
+/// What a nested value the gateway reads turned out to be.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Object,
+    NotObject,
+    /// An object with a key twice (after unescaping).
+    Duplicate,
+}
+
+/// `params`: the members that can name the target (the method, which decides which one, may
+/// come later in the body), and `_meta`.
+struct Params<'a> {
+    shape: Shape,
+    named: Vec<(Cow<'a, str>, &'a RawValue)>,
+    meta: Option<Meta<'a>>,
+}
+
+impl<'a> Params<'a> {
+    fn name_of(&self, member: &str) -> Option<&'a RawValue> {
+        self.named.iter().find(|(k, _)| k == member).map(|(_, v)| *v)
     }
 }
 
-struct RawObjectVisitor<'a>(std::marker::PhantomData<&'a ()>);
+/// `params._meta`: only the protocol version is kept.
+struct Meta<'a> {
+    shape: Shape,
+    version: Option<&'a RawValue>,
+}
 
-impl<'de: 'a, 'a> Visitor<'de> for RawObjectVisitor<'a> {
-    type Value = RawObject<'a>;
+/// Members `name_member` can ask for.
+const NAME_MEMBERS: [&str; 3] = ["name", "uri", "taskId"];
+
+/// Object keys seen so far, for the duplicate check: most envelopes have a handful.
+#[derive(Default)]
+struct Seen<'a>(Vec<Cow<'a, str>>);
+
+impl<'a> Seen<'a> {
+    /// False when `key` was already there.
+    fn insert(&mut self, key: Cow<'a, str>) -> bool {
+        if self.0.contains(&key) {
+            return false;
+        }
+        self.0.push(key);
+        true
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Top<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(TopVisitor(std::marker::PhantomData))
+    }
+}
+
+struct TopVisitor<'a>(std::marker::PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> Visitor<'de> for TopVisitor<'a> {
+    type Value = Top<'a>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON object")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut members: Vec<(Cow<'a, str>, &'a RawValue)> = Vec::with_capacity(8);
+        let mut top = Top { members: Vec::with_capacity(6), params: None };
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-            if members.iter().any(|(k, _)| *k == key) {
+            let duplicate = if key == "params" { top.params.is_some() } else { top.members.iter().any(|(k, _)| *k == key) };
+            if duplicate {
                 return Err(de::Error::custom(DUPLICATE));
             }
-            let value: &'de RawValue = map.next_value()?;
-            members.push((key, value));
+            if key == "params" {
+                top.params = Some(map.next_value::<Params<'de>>()?);
+            } else {
+                let value: &'de RawValue = map.next_value()?;
+                top.members.push((key, value));
+            }
         }
-        Ok(RawObject { members })
+        Ok(top)
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         // Drain so a syntax error inside still reports as a parse error rather than a batch.
         while seq.next_element::<IgnoredAny>()?.is_some() {}
         Err(de::Error::custom(BATCH))
+    }
+}
+
+/// Reads a nested value that must be an object: anything else is consumed (so the rest of the
+/// body is still checked) and reported as its [`Shape`].
+trait NestedObject<'de>: Sized {
+    fn not_an_object() -> Self;
+    fn visit_object<A: MapAccess<'de>>(map: A) -> Result<Self, A::Error>;
+}
+
+struct NestedVisitor<T>(std::marker::PhantomData<T>);
+
+macro_rules! not_an_object {
+    ($($visit:ident: $ty:ty),*) => {$(
+        fn $visit<E: de::Error>(self, _: $ty) -> Result<T, E> {
+            Ok(T::not_an_object())
+        }
+    )*};
+}
+
+impl<'de, T: NestedObject<'de>> Visitor<'de> for NestedVisitor<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    not_an_object!(visit_bool: bool, visit_i64: i64, visit_u64: u64, visit_f64: f64, visit_str: &str);
+
+    fn visit_unit<E: de::Error>(self) -> Result<T, E> {
+        Ok(T::not_an_object())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<T, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(T::not_an_object())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+        T::visit_object(map)
+    }
+}
+
+impl<'de> NestedObject<'de> for Params<'de> {
+    fn not_an_object() -> Self {
+        Params { shape: Shape::NotObject, named: Vec::new(), meta: None }
+    }
+
+    fn visit_object<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+        let mut params = Params { shape: Shape::Object, named: Vec::new(), meta: None };
+        let mut seen = Seen::default();
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            if !seen.insert(key.clone()) {
+                params.shape = Shape::Duplicate;
+            }
+            if key == "_meta" {
+                params.meta = Some(map.next_value::<Meta<'de>>()?);
+            } else if NAME_MEMBERS.contains(&key.as_ref()) {
+                let value: &'de RawValue = map.next_value()?;
+                params.named.push((key, value));
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(params)
+    }
+}
+
+impl<'de> NestedObject<'de> for Meta<'de> {
+    fn not_an_object() -> Self {
+        Meta { shape: Shape::NotObject, version: None }
+    }
+
+    fn visit_object<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+        let mut meta = Meta { shape: Shape::Object, version: None };
+        let mut seen = Seen::default();
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            if !seen.insert(key.clone()) {
+                meta.shape = Shape::Duplicate;
+            }
+            if key == META_PROTOCOL_VERSION {
+                meta.version = Some(map.next_value()?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(meta)
+    }
+}
+
+impl<'de> Deserialize<'de> for Params<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(NestedVisitor(std::marker::PhantomData))
+    }
+}
+
+impl<'de> Deserialize<'de> for Meta<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(NestedVisitor(std::marker::PhantomData))
     }
 }
 
@@ -328,6 +482,37 @@ mod tests {
             assert!(matches!(err.refusal, Refusal::InvalidRequest(_)), "{body}");
             assert!(err.id.is_none());
         }
+    }
+
+    #[test]
+    fn a_body_that_is_not_json_is_a_parse_error_before_any_nested_refusal() {
+        // The nested duplicate is noted while reading; the broken end still decides.
+        assert_eq!(refusal(r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":{"a":1,"a":2},"x":}"#), Refusal::ParseError);
+        assert_eq!(refusal(r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":[1,}"#), Refusal::ParseError);
+    }
+
+    #[test]
+    fn nested_values_of_every_other_type_are_not_objects() {
+        for params in ["\"x\"", "1", "-1", "1.5", "true", "null", "[]", "[{\"name\":\"a\"}]"] {
+            let body = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{params}}}"#);
+            assert_eq!(refusal(&body), Refusal::InvalidRequest("params must be an object"), "{body}");
+            let body = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"_meta":{params}}}}}"#);
+            assert_eq!(refusal(&body), Refusal::InvalidRequest("params._meta must be an object"), "{body}");
+        }
+    }
+
+    #[test]
+    fn escaped_keys_are_the_members_they_spell() {
+        let env = parse(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","p\u0061rams":{"n\u0061me":"echo","_m\u0065ta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#).unwrap();
+        assert_eq!((env.name.as_deref(), env.meta_version.as_deref()), (Some("echo"), Some("2026-07-28")));
+        assert!(matches!(refusal(r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":{},"p\u0061rams":{}}"#), Refusal::InvalidRequest(_)));
+        assert_eq!(refusal(r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":{"_meta":{},"_m\u0065ta":{}}}"#), Refusal::InvalidRequest("duplicate key in params"));
+    }
+
+    #[test]
+    fn the_name_member_may_come_before_the_method() {
+        let env = parse(br#"{"params":{"uri":"file:///x","name":"n"},"jsonrpc":"2.0","id":2,"method":"resources/read"}"#).unwrap();
+        assert_eq!(env.name.as_deref(), Some("file:///x"));
     }
 
     #[test]
