@@ -5,7 +5,8 @@
 # the median difference. Whatever else the machine does hits both alike, so a difference of 1-2 us
 # shows, where interleaved runs (make bench) move by 5-10 % between rounds. AB_ALTERNATE=1 loads
 # them one after the other instead (16 connections, A then B in each round): no contention
-# between the two, more rounds needed.
+# between the two, more rounds needed. AB_CONNS sets the connections per wrk (8, or 16 when
+# alternating): AB_CONNS=1 prices a request on its own critical path, as the p50 runs do.
 #
 #   bench/ab.sh gateway gateway_nolog                  # what the audit access log costs
 #   BENCH_BASE_WASM=old.wasm bench/ab.sh gateway gateway_base   # this build against another
@@ -13,6 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 A=${1:?usage: bench/ab.sh CONFIG_A CONFIG_B [SECONDS] [ROUNDS]} B=${2:?usage: bench/ab.sh CONFIG_A CONFIG_B [SECONDS] [ROUNDS]}
 AB_SECS=${3:-8} AB_ROUNDS=${4:-5}
+AB_CONNS=${AB_CONNS:-$([ "${AB_ALTERNATE:-0}" = 1 ] && echo 16 || echo 8)}
 # run.sh defines the configurations it is given (probe:GROUPS among them) as it is sourced.
 BENCH_CONFIGS="$A $B"
 # shellcheck source=bench/run.sh
@@ -33,12 +35,12 @@ wrk_run 2 8 "$(url "${INSTANCE[$B]}")" post.lua "$file" >/dev/null
 for round in $(seq 1 "$AB_ROUNDS"); do
   ticks_a=$(cpu_ticks "$pid_a") ticks_b=$(cpu_ticks "$pid_b")
   if [ "${AB_ALTERNATE:-0}" = 1 ]; then
-    wrk_run "$AB_SECS" 16 "$(url "${INSTANCE[$A]}")" post.lua "$file" >"$OUT/ab-a.txt"
-    wrk_run "$AB_SECS" 16 "$(url "${INSTANCE[$B]}")" post.lua "$file" >"$OUT/ab-b.txt"
+    wrk_run "$AB_SECS" "$AB_CONNS" "$(url "${INSTANCE[$A]}")" post.lua "$file" >"$OUT/ab-a.txt"
+    wrk_run "$AB_SECS" "$AB_CONNS" "$(url "${INSTANCE[$B]}")" post.lua "$file" >"$OUT/ab-b.txt"
   else
-    wrk_run "$AB_SECS" 8 "$(url "${INSTANCE[$A]}")" post.lua "$file" >"$OUT/ab-a.txt" &
+    wrk_run "$AB_SECS" "$AB_CONNS" "$(url "${INSTANCE[$A]}")" post.lua "$file" >"$OUT/ab-a.txt" &
     load_a=$!
-    wrk_run "$AB_SECS" 8 "$(url "${INSTANCE[$B]}")" post.lua "$file" >"$OUT/ab-b.txt" &
+    wrk_run "$AB_SECS" "$AB_CONNS" "$(url "${INSTANCE[$B]}")" post.lua "$file" >"$OUT/ab-b.txt" &
     load_b=$!
     # Not a bare `wait`: the Envoys are this shell's children too.
     wait "$load_a" "$load_b"

@@ -55,6 +55,8 @@ for cfg in "${CONFIGS[@]}"; do
   [[ $cfg == probe:* ]] || continue
   INSTANCE[$cfg]=${cfg//[:,]/_} REQUEST[$cfg]=modern LABEL[$cfg]="P+${cfg#probe:}"
   PROXY[${INSTANCE[$cfg]}]="probe PROBE_MODE=${cfg#probe:}"
+  # The filter state is priced with the shipped logger that reads it, as probe_host is.
+  [[ ,${cfg#probe:}, != *,property,* ]] || PROXY[${INSTANCE[$cfg]}]+=" AUDIT_LOG=shipped"
 done
 
 prepare() {
