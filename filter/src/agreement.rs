@@ -6,6 +6,7 @@
 //! spec requires, and a legacy request that lacks them gets them set from the checked body.
 
 use std::borrow::Cow;
+use std::rc::Rc;
 
 use base64::Engine;
 
@@ -76,7 +77,7 @@ impl<'h> McpHeaders<'h> {
 pub struct Agreed {
     pub era: Era,
     /// Headers to set on the upstream request (legacy requests that lacked them).
-    pub set_headers: Vec<(&'static str, String)>,
+    pub set_headers: Vec<(&'static str, Rc<str>)>,
     /// Whether a client-sent `Mcp-Session-Id` must be dropped (modern requests).
     pub drop_session_id: bool,
 }
@@ -134,10 +135,10 @@ pub fn agree(headers: &McpHeaders<'_>, envelope: &Envelope<'_>) -> Result<Agreed
         }
         Era::Legacy => {
             if let (None, Some(m)) = (headers.method, method) {
-                agreed.set_headers.push((H_METHOD, m.to_string()));
+                agreed.set_headers.push((H_METHOD, Rc::from(m)));
             }
             if let (None, Some(n)) = (headers.name, expected_name) {
-                agreed.set_headers.push((H_NAME, encode_header_value(n).into_owned()));
+                agreed.set_headers.push((H_NAME, encode_header_value(n).as_ref().into()));
             }
         }
     }
@@ -252,7 +253,7 @@ mod tests {
     fn legacy_request_without_headers_gets_them_from_the_body() {
         let agreed = run(CALL_LEGACY, &[("mcp-session-id", "s1")]).unwrap();
         assert_eq!(agreed.era, Era::Legacy);
-        assert_eq!(agreed.set_headers, vec![(H_METHOD, "tools/call".into()), (H_NAME, encode_header_value("échø").into_owned())]);
+        assert_eq!(agreed.set_headers, vec![(H_METHOD, "tools/call".into()), (H_NAME, encode_header_value("échø").as_ref().into())]);
         assert!(!agreed.drop_session_id);
     }
 

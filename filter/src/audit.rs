@@ -3,7 +3,7 @@
 //! Redaction is structural: the record has no field that could hold a token, a tool argument,
 //! a result or a raw session id, so the writer cannot log them.
 
-use std::fmt::Write;
+use crate::text::push_decimal;
 
 /// The decision facts of one request, written as `mcp_audit: {json}`.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -60,7 +60,8 @@ impl Record {
     /// escaping, which one scan decides (the tests hold it equal to serde_json's output).
     pub fn json(&self) -> String {
         let mut out = String::with_capacity(512);
-        let _ = write!(out, "{{\"ts\":{}", self.ts);
+        out.push_str("{\"ts\":");
+        push_decimal(&mut out, self.ts);
         let strings: [(&str, &str); 10] = [
             ("request_id", &self.request_id),
             ("era", self.era),
@@ -76,7 +77,8 @@ impl Record {
         for (key, value) in strings {
             push_member(&mut out, key, value);
         }
-        let _ = write!(out, ",\"status\":{}", self.status);
+        out.push_str(",\"status\":");
+        push_decimal(&mut out, self.status.into());
         for (key, value) in [("jti", &self.jti), ("parent_jti", &self.parent_jti), ("aud", &self.aud), ("scope", &self.scope)] {
             push_member(&mut out, key, value);
         }
@@ -87,7 +89,9 @@ impl Record {
             }
             push_json_str(&mut out, actor);
         }
-        let _ = write!(out, "],\"depth\":{}}}", self.depth);
+        out.push_str("],\"depth\":");
+        push_decimal(&mut out, self.depth.into());
+        out.push('}');
         out
     }
 }

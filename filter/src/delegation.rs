@@ -68,7 +68,8 @@ pub fn workspace_roots<'a>(config: &'a Config, caller: &'a Caller) -> &'a [Strin
 /// A minted token with the facts the audit line records.
 #[derive(Debug, Clone)]
 pub struct Minted {
-    pub token: Rc<str>,
+    /// The `authorization` header value, `Bearer <token>`, built once per token.
+    pub bearer: Rc<str>,
     pub jti: String,
     pub scope: String,
     pub exp: u64,
@@ -79,7 +80,14 @@ pub struct Minted {
     pub task: String,
 }
 
+const BEARER: &str = "Bearer ";
+
 impl Minted {
+    /// The signed token.
+    pub fn token(&self) -> &str {
+        &self.bearer[BEARER.len()..]
+    }
+
     fn issued_for(&self, grant: &Grant) -> bool {
         self.parent == grant.parent
             && self.aud == grant.aud
@@ -104,7 +112,7 @@ pub fn mint(grant: &Grant, signer: &Ed25519KeyPair, issuer: &str, jti: String, n
     claims.expires_at = Some(Duration::from_secs(grant.exp));
     let token = signer.sign(claims).map_err(|_| Refusal::MintUnavailable)?;
     Ok(Minted {
-        token: token.into(),
+        bearer: format!("{BEARER}{token}").into(),
         jti,
         scope,
         exp: grant.exp,
@@ -226,7 +234,7 @@ mod tests {
     fn minted_hop(cfg: &Config, signer: &Ed25519KeyPair, user_scopes: &[&str]) -> Caller {
         let g = plan(cfg, &user(user_scopes, NOW + 3600), "reports", "t1", NOW, None).unwrap();
         let m = mint(&g, signer, "mcp-gateway", "j1".into(), NOW).unwrap();
-        let claims = signer.public_key().verify_token::<McpClaims>(&m.token, Some(VerificationOptions {
+        let claims = signer.public_key().verify_token::<McpClaims>(m.token(), Some(VerificationOptions {
             artificial_time: Some(Duration::from_secs(NOW)),
             ..Default::default()
         })).unwrap();

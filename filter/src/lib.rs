@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod policy;
 pub mod session;
+pub mod text;
 pub mod trust;
 pub mod verdict;
 pub mod workflow;

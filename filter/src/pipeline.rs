@@ -73,7 +73,8 @@ impl Gateway {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Edits {
     pub remove: Vec<String>,
-    pub set: Vec<(&'static str, String)>,
+    /// Values shared with the caches they come from (the minted token, the task's affinity).
+    pub set: Vec<(&'static str, Rc<str>)>,
     /// What the upstream's `Mcp-Session-Id` becomes toward the client.
     pub on_response: OnResponse,
 }
@@ -267,7 +268,7 @@ fn authorize(
     rec.depth = minted.act.depth();
     let mut edits = pending.edits;
     edits.set.extend(bound.set);
-    edits.set.push(("authorization", format!("Bearer {}", minted.token)));
+    edits.set.push(("authorization", minted.bearer.clone()));
     edits.on_response = bound.on_response;
     Step::Forward(edits)
 }

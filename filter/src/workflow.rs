@@ -15,6 +15,7 @@ use crate::host::Host;
 use crate::identity::Caller;
 use crate::session::table::{self, RecordId};
 use crate::session::{self, Binding, Expected, Limits, Revocations, SealKeys, SessionError, TaskError, Usage, NONCE_LEN};
+use crate::text::push_decimal;
 use crate::verdict::Refusal;
 
 pub const REVOCATIONS_KEY: &str = "mcpgw:revocations";
@@ -50,7 +51,7 @@ struct Decoded {
 /// A task's affinity key and where its use record lives, all derived from (subject, backend,
 /// task) under the hash key.
 struct TaskSlot {
-    affinity: String,
+    affinity: Rc<str>,
     place: Place,
     /// The use record as this worker last read or wrote it.
     seen: std::cell::Cell<Option<Usage>>,
@@ -79,10 +80,16 @@ impl WorkflowKeys {
 
     fn task_slot(&self, sub: &str, backend: &str, task: &str) -> Rc<TaskSlot> {
         // Length prefixes keep the memo key unambiguous, as in the hash input.
-        let key = format!("{}:{sub}{}:{backend}{task}", sub.len(), backend.len());
+        let mut key = String::with_capacity(sub.len() + backend.len() + task.len() + 8);
+        for part in [sub, backend] {
+            push_decimal(&mut key, part.len() as u64);
+            key.push(':');
+            key.push_str(part);
+        }
+        key.push_str(task);
         self.task_slots.get_or(&key, || {
             let affinity = session::affinity_for_task(&self.hash, sub, backend, task);
-            Rc::new(TaskSlot { place: Place::of(&affinity, TASK), affinity, seen: Default::default() })
+            Rc::new(TaskSlot { place: Place::of(&affinity, TASK), affinity: affinity.into(), seen: Default::default() })
         })
     }
 
@@ -165,7 +172,7 @@ pub enum OnResponse {
 pub struct Bound {
     pub task: String,
     /// Header edits for upstream (affinity, restored session id).
-    pub set: Vec<(&'static str, String)>,
+    pub set: Vec<(&'static str, Rc<str>)>,
     /// Minted tokens must not outlive this (end of the session or task).
     pub not_after: Option<u64>,
     /// Audit `session`: the handle's tag, never the handle.
@@ -196,7 +203,7 @@ pub fn bind(cfg: &WorkflowConfig<'_>, host: &dyn Host, ask: &Ask<'_>) -> Result<
             };
             Ok(Bound {
                 task,
-                set: vec![(AFFINITY_HEADER, affinity)],
+                set: vec![(AFFINITY_HEADER, affinity.as_str().into())],
                 not_after: Some(expires_at),
                 session_tag: String::new(),
                 on_response: OnResponse::Seal(Box::new(binding)),
@@ -275,7 +282,7 @@ fn restore_session(cfg: &WorkflowConfig<'_>, host: &dyn Host, ask: &Ask<'_>, han
     let not_after = binding.expires_at.min(binding.issued_at + cfg.sessions.absolute_secs);
     Ok(Bound {
         task: binding.task.clone(),
-        set: vec![(SESSION_ID, binding.upstream_session.clone()), (AFFINITY_HEADER, binding.affinity.clone())],
+        set: vec![(SESSION_ID, binding.upstream_session.as_str().into()), (AFFINITY_HEADER, binding.affinity.as_str().into())],
         not_after: Some(not_after),
         session_tag: tag,
         on_response: OnResponse::Handle(handle.to_string()),

@@ -197,7 +197,7 @@ fn client_sent_affinity_header_is_removed_first() {
     let (step, _) = w.send("POST", "/mcp/files", &[("authorization", &format!("Bearer {user}")), ("x-mcp-affinity", "forged")], body);
     let Step::Forward(edits) = step else { panic!() };
     assert!(edits.remove.contains(&"x-mcp-affinity".to_string()));
-    assert!(edits.set.contains(&("mcp-method", "tools/list".to_string())));
+    assert!(edits.set.contains(&("mcp-method", "tools/list".into())));
 }
 
 #[test]
@@ -251,7 +251,7 @@ fn well_known_endpoints_are_served_locally() {
 
 fn set_header<'a>(step: &'a Step, name: &str) -> Option<&'a str> {
     let Step::Forward(edits) = step else { panic!("expected forward, got {step:?}") };
-    edits.set.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
+    edits.set.iter().find(|(k, _)| *k == name).map(|(_, v)| &**v)
 }
 
 impl World {
