@@ -3,6 +3,8 @@
 //! Redaction is structural: the record has no field that could hold a token, a tool argument,
 //! a result or a raw session id, so the writer cannot log them.
 
+use std::rc::Rc;
+
 use crate::text::push_decimal;
 
 /// The decision facts of one request, written as `mcp_audit: {json}`.
@@ -22,14 +24,15 @@ pub struct Record {
     pub decision: &'static str,
     pub reason: &'static str,
     pub status: u32,
-    /// `jti` of the token minted for the backend.
-    pub jti: String,
+    /// `jti` of the token minted for the backend (this and `aud`, `scope`, `act` are shared with
+    /// the mint cache's entry).
+    pub jti: Rc<str>,
     /// `jti` of the token the caller presented, when it had one (joins hops into a chain).
     pub parent_jti: String,
-    pub aud: String,
-    pub scope: String,
+    pub aud: Rc<str>,
+    pub scope: Rc<str>,
     /// The actor chain of the minted token, outermost first.
-    pub act: Vec<String>,
+    pub act: Rc<[String]>,
     pub depth: u32,
     /// An MCP request (its path is under the route prefix): it gets a line, whatever happens.
     #[cfg_attr(test, serde(skip))]
@@ -79,7 +82,7 @@ impl Record {
         }
         out.push_str(",\"status\":");
         push_decimal(&mut out, self.status.into());
-        for (key, value) in [("jti", &self.jti), ("parent_jti", &self.parent_jti), ("aud", &self.aud), ("scope", &self.scope)] {
+        for (key, value) in [("jti", &*self.jti), ("parent_jti", &self.parent_jti), ("aud", &self.aud), ("scope", &self.scope)] {
             push_member(&mut out, key, value);
         }
         out.push_str(",\"act\":[");
@@ -121,11 +124,11 @@ mod tests {
 
     #[test]
     fn handwritten_json_is_serde_json_output() {
-        let plain = Record { ts: 1, request_id: "r".into(), era: "modern", sub: "alice".into(), decision: ALLOW, status: 200, act: vec!["a".into(), "b".into()], depth: 2, ..Default::default() };
+        let plain = Record { ts: 1, request_id: "r".into(), era: "modern", sub: "alice".into(), decision: ALLOW, status: 200, act: ["a".to_string(), "b".to_string()].into(), depth: 2, ..Default::default() };
         let tricky = Record {
             sub: "al\"ice\\ \u{1} \n é 😀 </script>".into(),
             name: "tab\there".into(),
-            act: vec!["x\"y".into()],
+            act: ["x\"y".to_string()].into(),
             ..plain.clone()
         };
         for r in [Record::default(), plain, tricky] {
@@ -145,7 +148,7 @@ mod tests {
 
     #[test]
     fn record_is_json_with_every_contract_field() {
-        let r = Record { sub: "alice".into(), decision: ALLOW, act: vec!["reports".into(), "mcp-gateway".into()], ..Default::default() };
+        let r = Record { sub: "alice".into(), decision: ALLOW, act: ["reports".to_string(), "mcp-gateway".to_string()].into(), ..Default::default() };
         let json: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
         for field in ["ts", "request_id", "era", "task", "session", "sub", "backend", "method", "name", "decision", "reason", "status", "jti", "aud", "scope", "act", "depth"] {
             assert!(json.get(field).is_some(), "{field}");

@@ -70,13 +70,16 @@ pub fn workspace_roots<'a>(config: &'a Config, caller: &'a Caller) -> &'a [Strin
 pub struct Minted {
     /// The `authorization` header value, `Bearer <token>`, built once per token.
     pub bearer: Rc<str>,
-    pub jti: String,
-    pub scope: String,
+    // The audit facts are shared with each request's record, not copied into it.
+    pub jti: Rc<str>,
+    pub scope: Rc<str>,
     pub exp: u64,
     pub act: Actor,
+    /// The actor chain, outermost first.
+    pub chain: Rc<[String]>,
     /// What it was minted for: (parent, audience, task), to confirm a cache hit.
     pub parent: [u8; 32],
-    pub aud: String,
+    pub aud: Rc<str>,
     pub task: String,
 }
 
@@ -90,7 +93,7 @@ impl Minted {
 
     fn issued_for(&self, grant: &Grant) -> bool {
         self.parent == grant.parent
-            && self.aud == grant.aud
+            && *self.aud == *grant.aud
             && self.task == grant.task
             && self.scope.split(' ').filter(|s| !s.is_empty()).eq(grant.scopes.iter().map(String::as_str))
     }
@@ -113,12 +116,13 @@ pub fn mint(grant: &Grant, signer: &Ed25519KeyPair, issuer: &str, jti: String, n
     let token = signer.sign(claims).map_err(|_| Refusal::MintUnavailable)?;
     Ok(Minted {
         bearer: format!("{BEARER}{token}").into(),
-        jti,
-        scope,
+        jti: jti.into(),
+        scope: scope.into(),
         exp: grant.exp,
         act: grant.act.clone(),
+        chain: grant.act.chain().into_iter().map(str::to_string).collect(),
         parent: grant.parent,
-        aud: grant.aud.clone(),
+        aud: grant.aud.as_str().into(),
         task: grant.task.clone(),
     })
 }

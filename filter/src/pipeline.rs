@@ -262,9 +262,9 @@ fn authorize(
     };
     rec.decision = audit::ALLOW;
     rec.jti = minted.jti.clone();
-    rec.aud = grant.aud.clone();
+    rec.aud = minted.aud.clone();
     rec.scope = minted.scope.clone();
-    rec.act = minted.act.chain().into_iter().map(str::to_string).collect();
+    rec.act = minted.chain.clone();
     rec.depth = minted.act.depth();
     let mut edits = pending.edits;
     edits.set.extend(bound.set);

@@ -125,8 +125,8 @@ fn user_token_is_replaced_by_a_minted_backend_token() {
     assert_eq!(claims.subject.as_deref(), Some("alice"));
     assert!(claims.audiences.unwrap().contains(&HashSet::from(["files".to_string()])));
     assert_eq!(claims.custom.scope.as_deref(), Some("files:read"));
-    assert_eq!((rec.decision, rec.scope.as_str(), rec.depth), (audit::ALLOW, "files:read", 1));
-    assert_eq!(rec.act, vec!["mcp-gateway"]);
+    assert_eq!((rec.decision, &*rec.scope, rec.depth), (audit::ALLOW, "files:read", 1));
+    assert_eq!(*rec.act, ["mcp-gateway"]);
 }
 
 #[test]
@@ -170,8 +170,8 @@ fn hop_token_from_reports_gets_a_narrower_files_token() {
     let reports_token = forwarded_token(&step);
     let (step, rec) = w.call("read_file", &reports_token);
     forwarded_token(&step);
-    assert_eq!(rec.scope, "files:read");
-    assert_eq!(rec.act, vec!["reports", "mcp-gateway"]);
+    assert_eq!(&*rec.scope, "files:read");
+    assert_eq!(*rec.act, ["reports", "mcp-gateway"]);
     assert_eq!((rec.depth, rec.task.as_str()), (2, "task-9"));
     let (step, rec) = w.call("write_file", &reports_token);
     assert_eq!(status(&step), 403, "files:write never crosses the delegation");
@@ -442,7 +442,7 @@ fn bench_warm_request() {
         std::hint::black_box(rec.json());
     });
     let audit_only = run(&mut |_| {
-        let rec = Record { sub: "alice".into(), backend: "files".into(), method: "tools/call".into(), jti: "x".repeat(22), ..Default::default() };
+        let rec = Record { sub: "alice".into(), backend: "files".into(), method: "tools/call".into(), jti: "x".repeat(22).into(), ..Default::default() };
         std::hint::black_box(rec.json());
     });
     let hash_only = run(&mut |_| {
@@ -536,4 +536,3 @@ fn with_an_epoch_announced_the_table_is_read_only_when_the_epoch_moves() {
     assert!(!store_revocations(&w.host, &Revocations::default(), 5));
     assert_eq!(w.host.shared.borrow()["mcpgw:revocations:epoch"].1, epoch);
 }
-
