@@ -44,6 +44,9 @@ impl Block {
         if data > bytes.len() {
             return None;
         }
+        // Names, values and their NUL ends are one run of bytes: when it is UTF-8 as a whole (the
+        // usual case), so is each of them, and one pass over it replaces one per string.
+        let all_utf8 = std::str::from_utf8(&bytes[data..]).is_ok();
         let mut spans = Vec::with_capacity(count);
         for i in 0..count {
             let (name_len, value_len) = (word(4 + 8 * i)?, word(8 + 8 * i)?);
@@ -53,7 +56,7 @@ impl Block {
                 return None;
             }
             // Validated once here: the pairs are read several times per request.
-            let utf8 = |[from, to]: [usize; 2]| if std::str::from_utf8(&bytes[from..to]).is_ok() { from } else { NOT_UTF8_SPAN };
+            let utf8 = |[from, to]: [usize; 2]| if all_utf8 || std::str::from_utf8(&bytes[from..to]).is_ok() { from } else { NOT_UTF8_SPAN };
             spans.push([utf8(name), name[1], utf8(value), value[1]]);
             data = value[1] + 1;
         }

@@ -448,6 +448,9 @@ fn bench_warm_request() {
     let hash_only = run(&mut |_| {
         std::hint::black_box(crate::identity::token_hash(&user));
     });
+    let envelope_only = run(&mut |_| {
+        std::hint::black_box(crate::envelope::parse(body.as_bytes()).is_ok());
+    });
     let task_lookup = run(&mut |w| {
         let ask = workflow::Ask {
             caller: &caller,
@@ -459,7 +462,7 @@ fn bench_warm_request() {
         };
         std::hint::black_box(workflow::bind(&workflow_config(&w.gw), &w.host, &ask).unwrap());
     });
-    println!("warm request {full} ns, {per_request} allocations (audit line alone {audit_only} ns, token SHA-256 alone {hash_only} ns, task binding lookup {task_lookup} ns)");
+    println!("warm request {full} ns, {per_request} allocations (audit line alone {audit_only} ns, envelope alone {envelope_only} ns, token SHA-256 alone {hash_only} ns, task binding lookup {task_lookup} ns)");
 }
 
 #[test]
