@@ -6,8 +6,9 @@
 #   BENCH_ROUNDS=3   interleaved rounds (A B P C C-legacy D, A B P ...); medians are reported
 #   BENCH_WARMUP=1   seconds of unmeasured load before each configuration's runs
 #   BENCH_MEMORY_COUNT=100000  distinct tasks, and distinct sessions, for the memory figures (0: skip)
-#   BENCH_CONFIGS    which configurations to run, in order (default: the six of issue 14). For
-#                    diagnosis: probe_host (the probe making the gateway's host calls), probe:GROUPS
+#   BENCH_CONFIGS    which configurations to run, in order (default: the six of issue 14 and
+#                    probe_host, the probe making the gateway's host calls: the floor under C). For
+#                    diagnosis: probe:GROUPS
 #                    (some of them), gateway_nofilter and gateway_nolog (C without the audit
 #                    logger's path filter, or without the logger), gateway_base (C with the filter
 #                    at BENCH_BASE_WASM: two builds A/B in one run)
@@ -33,7 +34,7 @@ trap 'exit 130' INT TERM
 
 # The configurations: the Envoy instance each runs on, the request it sends, its table label.
 REPORTED=(bare native probe gateway gateway_legacy gateway_cold)
-read -r -a CONFIGS <<<"${BENCH_CONFIGS:-${REPORTED[*]}}"
+read -r -a CONFIGS <<<"${BENCH_CONFIGS:-bare native probe probe_host gateway gateway_legacy gateway_cold}"
 declare -A INSTANCE=([bare]=bare [native]=native [probe]=probe [probe_host]=probe_host [gateway]=gateway
   [gateway_legacy]=gateway [gateway_cold]=gateway_cold [gateway_nofilter]=gateway_nofilter [gateway_nolog]=gateway_nolog [gateway_base]=gateway_base)
 declare -A REQUEST=([bare]=modern [native]=modern [probe]=modern [probe_host]=modern [gateway]=modern
@@ -325,6 +326,12 @@ report() {
     "cpu/req: C \(r($c.gateway.cpu_us / $c.native.cpu_us)) x B, \(r($c.gateway.cpu_us / $c.probe.cpu_us)) x P" +
     if $c.gateway_legacy then "; C-legacy \(r($c.gateway_legacy.cpu_us / $c.native.cpu_us)) x B, \(r($c.gateway_legacy.cpu_us / $c.probe.cpu_us)) x P" else "" end +
     " (proxy CPU per request at 16 connections)"' "$OUT/medians.json"
+  # What the host calls alone allow: no filter making the gateway's calls can do better than this.
+  jq -r '.configs as $c | select($c.probe_host and $c.probe and $c.gateway) |
+    def r($x): $x * 100 | round / 100; def d($x): $x * 10 | round / 10;
+    "floor: P+hostcalls \(r($c.probe_host.rps / $c.probe.rps)) x P in req/s, \(r($c.probe_host.cpu_us / $c.probe.cpu_us)) x P in CPU/req," +
+    " +\(d($c.probe_host.p50_us - $c.probe.p50_us)) us p50; C above it: \(d($c.gateway.cpu_us - $c.probe_host.cpu_us)) us CPU/req" +
+    " (the filter'"'"'s own code), \(r($c.gateway.rps / $c.probe_host.rps)) x its req/s"' "$OUT/medians.json"
   echo "results: $OUT/results.json (every run: $OUT/runs.tsv)"
 }
 

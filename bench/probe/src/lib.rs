@@ -8,9 +8,9 @@
 //! With the configuration `hostcalls` it also makes the host calls mcp-gateway-filter's glue
 //! makes on a cached modern request, with no logic between them: the gap from `floor` is what
 //! those calls cost in Envoy, the gap to the gateway is the gateway's own Wasm code. A
-//! comma-separated subset of the call groups (`headers,shared,property,response`, the parts
-//! `pairs,clock,status_read,remove`, and `code,log,metrics` that the gateway no longer makes)
-//! measures one group at a time (`BENCH_CONFIGS="probe probe:pairs probe:clock"`).
+//! comma-separated subset of the call groups (`headers,shared,property,response,gateway_sets`,
+//! the parts `pairs,clock,status_read,remove`, and `code,log,metrics` that the gateway does not
+//! make) measures one group at a time (`BENCH_CONFIGS="probe probe:pairs probe:clock"`).
 
 use std::borrow::Cow;
 
@@ -49,8 +49,11 @@ struct Params<'a> {
 /// The host-call groups of mcp-gateway-filter's glue on a cached modern request.
 #[derive(Clone, Copy, Default)]
 struct Calls {
-    /// One shared-data read (the revocation table's version; a warm task skips its bucket).
+    /// One shared-data read (the revocation epoch, an empty value; a warm task skips its bucket).
     shared: bool,
+    /// The gateway's request header edits (`authorization` with a minted-token-sized value and
+    /// the affinity key) in place of the probe's four.
+    gateway_sets: bool,
     /// The audit record as filter state for the access log.
     property: bool,
     /// All response headers read (the status and what needs stripping, in one call).
@@ -76,13 +79,14 @@ impl Calls {
         let groups = match config {
             "" | "floor" => return Some(calls),
             // The gateway's calls on a warm modern request (bench/v8 counts them).
-            "hostcalls" => "headers,shared,property,response",
+            "hostcalls" => "headers,shared,property,response,gateway_sets",
             other => other,
         };
         for group in groups.split(',') {
             match group {
                 "headers" => (calls.pairs, calls.clock) = (true, true),
                 "shared" => calls.shared = true,
+                "gateway_sets" => calls.gateway_sets = true,
                 "property" => calls.property = true,
                 "response" => calls.response = true,
                 "pairs" => calls.pairs = true,
@@ -118,6 +122,7 @@ impl RootContext for Root {
         let Some(calls) = Calls::parse(&String::from_utf8_lossy(&config)) else { return false };
         self.calls = calls;
         let _ = hostcalls::set_shared_data("probe:bucket", Some(&[0u8; 512]), None);
+        let _ = hostcalls::set_shared_data("probe:epoch", Some(b""), None);
         true
     }
 
@@ -169,10 +174,16 @@ impl HttpContext for Probe {
         let name = params.and_then(|p| p.name.as_deref()).unwrap_or("");
         let era = if params.and_then(|p| p.meta).is_some() { "modern" } else { "legacy" };
         if self.calls.shared {
-            let _ = hostcalls::get_shared_data("probe:revocations");
+            let _ = hostcalls::get_shared_data("probe:epoch");
         }
         if self.calls.property {
             self.set_property(vec!["mcp_audit"], Some(AUDIT_SIZED_LINE.as_bytes()));
+        }
+        if self.calls.gateway_sets {
+            std::hint::black_box((name, era));
+            self.set_http_request_header("authorization", Some(MINTED_SIZED_BEARER));
+            self.set_http_request_header("x-mcp-affinity", Some("keUbChFWnfsz6UiW8cz-SA"));
+            return Action::Continue;
         }
         self.set_http_request_header("mcp-method", Some(&env.method));
         self.set_http_request_header("mcp-name", Some(name));
@@ -212,6 +223,13 @@ impl HttpContext for Probe {
         }
     }
 }
+
+/// As long as the `authorization` value the gateway sets for the bench request (about 420 bytes).
+const MINTED_SIZED_BEARER: &str = concat!(
+    "Bearer eyJhbGciOiJFZERTQSIsImtpZCI6Imd3LTEiLCJ0eXAiOiJKV1QifQ.",
+    "eyJpYXQiOjE3NjQwMDAwMDAsImV4cCI6MTc2NDAwMDMwMCwibmJmIjoxNzY0MDAwMDAwLCJpc3MiOiJtY3AtZ2F0ZXdheSIsInN1YiI6ImFsaWNlIiwiYXVkIjoiZmlsZXMiLCJqdGkiOiJxMlZiOXhXM2tMMHBSN3RZIiwic2NvcGUiOiJmaWxlczpyZWFkIiwidGFzayI6ImJlbmNoLXRhc2siLCJhY3QiOnsic3ViIjoibWNwLWdhdGV3YXkifX0.",
+    "c2lnbmF0dXJlc2lnbmF0dXJlc2lnbmF0dXJlc2lnbmF0dXJlc2lnbmF0dXJlc2lnbmF0dXJlc2lnbmF0dXJlc2lnbmF0dXJl"
+);
 
 /// As long as the gateway's audit line for the bench request.
 const AUDIT_SIZED_LINE: &str = r#"{"ts":1764000000,"request_id":"0f8a3c52-7d1e-4b9a-9f3e-2c6d8e1a4b7f","era":"modern","task":"bench-task","session":"","sub":"alice","backend":"files","method":"tools/call","name":"echo","decision":"allow","reason":"","status":200,"jti":"q2Vb9xW3kL0pR7tY","parent_jti":"a8Zk2Lm4Nq6Rs8Tu","aud":"files","scope":"files:read","act":["mcp-gateway"],"depth":1}"#;
