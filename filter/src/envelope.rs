@@ -66,7 +66,11 @@ impl<'a> EnvelopeError<'a> {
 /// Parses one MCP POST body, in one pass over its bytes: `params` and `params._meta` are read
 /// where they stand, not captured and parsed again.
 pub fn parse(body: &[u8]) -> Result<Envelope<'_>, EnvelopeError<'_>> {
-    let top: Top<'_> = serde_json::from_slice(body).map_err(|e| {
+    // The whole body is UTF-8 or nothing of it counts: serde_json checks only the strings it
+    // keeps, and a value it skips (tool arguments) must not carry bytes another parser reads
+    // differently.
+    let text = std::str::from_utf8(body).map_err(|_| EnvelopeError::new(Refusal::ParseError, None))?;
+    let top: Top<'_> = serde_json::from_str(text).map_err(|e| {
         let refusal = match e.classify() {
             serde_json::error::Category::Data => {
                 if e.to_string().starts_with(BATCH) {
@@ -436,6 +440,17 @@ mod tests {
         assert_eq!(refusal("{\"jsonrpc\":"), Refusal::ParseError);
         assert_eq!(refusal("not json"), Refusal::ParseError);
         assert_eq!(refusal(r#"{"jsonrpc":"2.0","id":1,"method":"x"} trailing"#), Refusal::ParseError);
+    }
+
+    #[test]
+    fn a_body_that_is_not_utf8_anywhere_is_a_parse_error() {
+        for body in [
+            &b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"e\",\"arguments\":{\"t\":\"\xc0\"}}}"[..],
+            &b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"params\":{\"_meta\":{\"k\":\"\xff\"}}}"[..],
+            &b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"x\":[\"\xed\xa0\x80\"]}"[..],
+        ] {
+            assert_eq!(parse(body).unwrap_err().refusal, Refusal::ParseError);
+        }
     }
 
     #[test]
