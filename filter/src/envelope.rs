@@ -200,13 +200,14 @@ enum Shape {
 /// come later in the body), and `_meta`.
 struct Params<'a> {
     shape: Shape,
-    named: Vec<(Cow<'a, str>, &'a RawValue)>,
+    /// By position in [`NAME_MEMBERS`].
+    named: [Option<&'a RawValue>; 3],
     meta: Option<Meta<'a>>,
 }
 
 impl<'a> Params<'a> {
     fn name_of(&self, member: &str) -> Option<&'a RawValue> {
-        self.named.iter().find(|(k, _)| k == member).map(|(_, v)| *v)
+        NAME_MEMBERS.iter().position(|m| *m == member).and_then(|i| self.named[i])
     }
 }
 
@@ -219,17 +220,25 @@ struct Meta<'a> {
 /// Members `name_member` can ask for.
 const NAME_MEMBERS: [&str; 3] = ["name", "uri", "taskId"];
 
-/// Object keys seen so far, for the duplicate check: most envelopes have a handful.
+/// Object keys seen so far, for the duplicate check: the first few kept in place (an envelope's
+/// objects have a handful), the rest in a vector.
 #[derive(Default)]
-struct Seen<'a>(Vec<Cow<'a, str>>);
+struct Seen<'a> {
+    first: [Option<Cow<'a, str>>; 8],
+    more: Vec<Cow<'a, str>>,
+}
 
 impl<'a> Seen<'a> {
     /// False when `key` was already there.
     fn insert(&mut self, key: Cow<'a, str>) -> bool {
-        if self.0.contains(&key) {
+        let known = self.first.iter().map_while(Option::as_ref).chain(self.more.iter());
+        if known.into_iter().any(|k| *k == key) {
             return false;
         }
-        self.0.push(key);
+        match self.first.iter_mut().find(|slot| slot.is_none()) {
+            Some(slot) => *slot = Some(key),
+            None => self.more.push(key),
+        }
         true
     }
 }
@@ -315,11 +324,11 @@ impl<'de, T: NestedObject<'de>> Visitor<'de> for NestedVisitor<T> {
 
 impl<'de> NestedObject<'de> for Params<'de> {
     fn not_an_object() -> Self {
-        Params { shape: Shape::NotObject, named: Vec::new(), meta: None }
+        Params { shape: Shape::NotObject, named: [None; 3], meta: None }
     }
 
     fn visit_object<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
-        let mut params = Params { shape: Shape::Object, named: Vec::new(), meta: None };
+        let mut params = Params { shape: Shape::Object, named: [None; 3], meta: None };
         let mut seen = Seen::default();
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             if !seen.insert(key.clone()) {
@@ -327,9 +336,8 @@ impl<'de> NestedObject<'de> for Params<'de> {
             }
             if key == "_meta" {
                 params.meta = Some(map.next_value::<Meta<'de>>()?);
-            } else if NAME_MEMBERS.contains(&key.as_ref()) {
-                let value: &'de RawValue = map.next_value()?;
-                params.named.push((key, value));
+            } else if let Some(i) = NAME_MEMBERS.iter().position(|m| *m == key) {
+                params.named[i] = Some(map.next_value()?);
             } else {
                 map.next_value::<IgnoredAny>()?;
             }
@@ -522,6 +530,15 @@ mod tests {
         assert_eq!((env.name.as_deref(), env.meta_version.as_deref()), (Some("echo"), Some("2026-07-28")));
         assert!(matches!(refusal(r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":{},"p\u0061rams":{}}"#), Refusal::InvalidRequest(_)));
         assert_eq!(refusal(r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":{"_meta":{},"_m\u0065ta":{}}}"#), Refusal::InvalidRequest("duplicate key in params"));
+    }
+
+    #[test]
+    fn duplicates_are_found_among_many_keys() {
+        let keys: String = (0..12).map(|i| format!(r#""k{i}":{i},"#)).collect();
+        let body = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{{keys}"k11":0}}}}"#);
+        assert_eq!(refusal(&body), Refusal::InvalidRequest("duplicate key in params"));
+        let body = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{{keys}"k12":0}}}}"#);
+        assert!(parse(body.as_bytes()).is_ok());
     }
 
     #[test]
