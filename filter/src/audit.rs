@@ -3,6 +3,7 @@
 //! Redaction is structural: the record has no field that could hold a token, a tool argument,
 //! a result or a raw session id, so the writer cannot log them.
 
+use std::borrow::Cow;
 use std::rc::Rc;
 
 use crate::text::push_decimal;
@@ -17,9 +18,9 @@ pub struct Record {
     pub task: String,
     /// A short keyed hash of the legacy session handle; empty for modern requests.
     pub session: String,
-    pub sub: String,
+    pub sub: Rc<str>,
     pub backend: String,
-    pub method: String,
+    pub method: Cow<'static, str>,
     pub name: String,
     pub decision: &'static str,
     pub reason: &'static str,
@@ -28,7 +29,7 @@ pub struct Record {
     /// the mint cache's entry).
     pub jti: Rc<str>,
     /// `jti` of the token the caller presented, when it had one (joins hops into a chain).
-    pub parent_jti: String,
+    pub parent_jti: Rc<str>,
     pub aud: Rc<str>,
     pub scope: Rc<str>,
     /// The actor chain of the minted token, outermost first.

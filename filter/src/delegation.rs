@@ -18,7 +18,7 @@ use crate::verdict::Refusal;
 /// What one minted token carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
-    pub sub: String,
+    pub sub: Rc<str>,
     pub aud: String,
     pub scopes: Vec<String>,
     pub exp: u64,
@@ -60,7 +60,7 @@ pub fn plan(config: &Config, caller: &Caller, backend: &str, task: &str, now: u6
 pub fn workspace_roots<'a>(config: &'a Config, caller: &'a Caller) -> &'a [String] {
     match (&caller.origin, caller.workspace.is_empty()) {
         (_, false) => &caller.workspace,
-        (Origin::User { .. }, true) => config.workspaces.get(&caller.sub).map_or(&[], Vec::as_slice),
+        (Origin::User { .. }, true) => config.workspaces.get(&*caller.sub).map_or(&[], Vec::as_slice),
         (Origin::Hop { .. }, true) => &[],
     }
 }
@@ -106,7 +106,7 @@ pub fn mint(grant: &Grant, signer: &Ed25519KeyPair, issuer: &str, jti: String, n
     let custom = McpClaims { scope: Some(scope.clone()), task: Some(grant.task.clone()), act: Some(grant.act.clone()), workspace };
     let mut claims = Claims::with_custom_claims(custom, Duration::from_secs(grant.exp.saturating_sub(now)))
         .with_issuer(issuer)
-        .with_subject(&grant.sub)
+        .with_subject(&*grant.sub)
         .with_audience(&grant.aud)
         .with_jwt_id(&jti);
     // Explicit times: the clock is the caller's, not the library's.
@@ -181,10 +181,10 @@ pub fn hop_caller(claims: &JWTClaims<McpClaims>, token_hash: [u8; 32], scopes: V
         Audiences::AsSet(_) => return None,
     };
     Some(Caller {
-        sub: claims.subject.clone()?,
+        sub: claims.subject.as_deref()?.into(),
         scopes,
         exp: claims.expires_at?.as_secs(),
-        jti: claims.jwt_id.clone(),
+        jti: claims.jwt_id.as_deref().map(Into::into),
         origin: Origin::Hop { backend, task: claims.custom.task.clone(), act: claims.custom.act.clone()? },
         token_hash,
         workspace: claims.custom.workspace.clone().unwrap_or_default(),

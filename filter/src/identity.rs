@@ -64,10 +64,11 @@ pub enum Origin {
 /// A verified caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
-    pub sub: String,
+    /// Shared with each request's audit record, not copied into it.
+    pub sub: Rc<str>,
     pub scopes: Vec<String>,
     pub exp: u64,
-    pub jti: Option<String>,
+    pub jti: Option<Rc<str>>,
     pub origin: Origin,
     /// SHA-256 of the presented token: the cache key and the parent id of minted tokens.
     pub token_hash: [u8; 32],

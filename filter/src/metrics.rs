@@ -2,6 +2,8 @@
 //! `define_metric`), listed in the README. Label values come only from fixed lists, so a client
 //! cannot grow the number of stats by sending made-up methods.
 
+use std::borrow::Cow;
+
 use crate::audit::{Record, DENY};
 
 /// MCP methods with a counter of their own; any other method counts as `other`.
@@ -19,6 +21,14 @@ pub fn known_method(method: &str) -> &'static str {
         Some(m) => m,
         None if method.is_empty() => "",
         None => "other",
+    }
+}
+
+/// A method as the audit record keeps it: one of the fixed names without a copy, else as sent.
+pub fn method_text(method: &str) -> Cow<'static, str> {
+    match KNOWN_METHODS.iter().find(|m| **m == method) {
+        Some(m) => Cow::Borrowed(m),
+        None => Cow::Owned(method.to_string()),
     }
 }
 
@@ -65,7 +75,7 @@ impl Pending {
     pub fn drain(&mut self) -> Vec<(String, u64)> {
         let mut totals: std::collections::HashMap<String, u64> = Default::default();
         for ((decision, method, reason, depth), n) in self.counts.drain() {
-            let rec = Record { decision, method: method.to_string(), reason, depth, ..Default::default() };
+            let rec = Record { decision, method: Cow::Borrowed(method), reason, depth, ..Default::default() };
             for name in request_counters(&rec) {
                 *totals.entry(name).or_default() += n;
             }

@@ -61,10 +61,10 @@ impl Gateway {
     }
 
     /// The subject as the audit line shows it: raw, or a keyed hash for privacy.
-    pub fn audit_subject(&self, sub: &str) -> String {
+    pub fn audit_subject(&self, sub: &Rc<str>) -> Rc<str> {
         match self.config.audit.subject {
-            SubjectLogging::Raw => sub.to_string(),
-            SubjectLogging::Hash => crate::session::keyed_hash(&self.trust.workflow.hash, "audit-subject", sub),
+            SubjectLogging::Raw => sub.clone(),
+            SubjectLogging::Hash => crate::session::keyed_hash(&self.trust.workflow.hash, "audit-subject", sub).into(),
         }
     }
 }
@@ -130,7 +130,7 @@ pub fn on_headers(gw: &mut Gateway, host: &dyn Host, headers: &[Pair<'_>], end_o
     // body phase overwrites both with checked values.
     let declares_modern = header(headers, agreement::H_PROTOCOL_VERSION).is_some_and(|v| agreement::is_modern_version(v) == Ok(true));
     rec.era = if declares_modern { Era::Modern } else { Era::Legacy }.as_str();
-    rec.method = metrics::known_method(header(headers, agreement::H_METHOD).unwrap_or("")).to_string();
+    rec.method = metrics::known_method(header(headers, agreement::H_METHOD).unwrap_or("")).into();
     if let Some(task) = header(headers, agreement::H_TASK_ID) {
         if !agreement::valid_task_id(task) {
             return refuse(&gw.config, rec, Refusal::InvalidTaskId, None);
@@ -161,7 +161,7 @@ pub fn on_headers(gw: &mut Gateway, host: &dyn Host, headers: &[Pair<'_>], end_o
         }
         // The legacy era's SSE stream and session end; the modern era has neither.
         "GET" | "DELETE" => {
-            rec.method = http_method.to_string();
+            rec.method = metrics::method_text(http_method);
             match header(headers, agreement::H_PROTOCOL_VERSION).map(agreement::is_modern_version) {
                 Some(Ok(true)) => {
                     rec.era = Era::Modern.as_str();
@@ -188,7 +188,7 @@ pub fn on_body(gw: &mut Gateway, host: &dyn Host, headers: &[Pair<'_>], pending:
         Ok(env) => env,
         Err(err) => return refuse(&gw.config, rec, err.refusal, err.id),
     };
-    rec.method = env.method.as_deref().unwrap_or("").to_string();
+    rec.method = metrics::method_text(env.method.as_deref().unwrap_or(""));
     rec.name = env.name.as_deref().unwrap_or("").to_string();
     let agreed = match McpHeaders::read(headers).and_then(|h| agreement::agree(&h, &env)) {
         Ok(a) => a,

@@ -90,10 +90,10 @@ impl Trust {
         let idp = self.idps.iter().find(|t| t.issuer == iss).ok_or(AuthFailure::WrongIssuer)?;
         let claims: JWTClaims<McpClaims> = identity::verify(token, idp, now, leeway)?;
         Ok(Caller {
-            sub: claims.subject.clone().unwrap_or_default(),
+            sub: claims.subject.as_deref().unwrap_or_default().into(),
             scopes: identity::scopes_of(&claims),
             exp: claims.expires_at.map_or(0, |d| d.as_secs()),
-            jti: claims.jwt_id.clone(),
+            jti: claims.jwt_id.as_deref().map(Into::into),
             origin: Origin::User { issuer: iss },
             token_hash: hash,
             workspace: claims.custom.workspace.clone().unwrap_or_default(),

@@ -194,7 +194,7 @@ pub fn bind(cfg: &WorkflowConfig<'_>, host: &dyn Host, ask: &Ask<'_>) -> Result<
             let binding = Binding {
                 upstream_session: String::new(),
                 affinity: affinity.clone(),
-                sub: ask.caller.sub.clone(),
+                sub: ask.caller.sub.to_string(),
                 task: task.clone(),
                 backend: ask.backend.to_string(),
                 issued_at: now,
