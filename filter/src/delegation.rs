@@ -12,31 +12,32 @@ use jwt_simple::prelude::*;
 use crate::cache::{Expiring, ExpiringCache};
 use crate::config::Config;
 use crate::identity::{Actor, Caller, McpClaims, Origin};
-use crate::policy::intersect;
+use crate::policy::narrowed;
 use crate::verdict::Refusal;
 
-/// What one minted token carries.
+/// What one minted token carries, borrowed from the caller, the configuration and the request:
+/// on a warm request it is only compared with the cached token's, never kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Grant {
+pub struct Grant<'a> {
     pub sub: Rc<str>,
-    pub aud: String,
-    pub scopes: Vec<String>,
+    pub aud: &'a str,
+    pub scopes: Vec<&'a str>,
     pub exp: u64,
-    pub task: String,
+    pub task: &'a str,
     pub act: Actor,
     /// Hash of the token it was derived from (mint-cache key part).
     pub parent: [u8; 32],
     /// Workspace roots the backend must confine itself to (empty: none given).
-    pub workspace: Vec<String>,
+    pub workspace: &'a [String],
 }
 
 /// Decides the grant for `caller` calling `backend` within `task`, never later than `not_after`
 /// (the end of the session or task binding, when there is one).
-pub fn plan(config: &Config, caller: &Caller, backend: &str, task: &str, now: u64, not_after: Option<u64>) -> Result<Grant, Refusal> {
+pub fn plan<'a>(config: &'a Config, caller: &'a Caller, backend: &'a str, task: &'a str, now: u64, not_after: Option<u64>) -> Result<Grant<'a>, Refusal> {
     let allowed = &config.backends.get(backend).ok_or(Refusal::UnknownBackend)?.scopes;
     let (scopes, act) = match &caller.origin {
         Origin::User { .. } => {
-            (intersect(&caller.scopes, allowed), Actor { sub: config.gateway.issuer.clone(), act: None })
+            (narrowed(&caller.scopes, &[allowed]), Actor { sub: config.gateway.issuer.clone(), act: None })
         }
         Origin::Hop { backend: from, act: parent_act, .. } => {
             let delegation = config.delegation(from, backend).ok_or(Refusal::DelegationNotAllowed)?;
@@ -44,15 +45,15 @@ pub fn plan(config: &Config, caller: &Caller, backend: &str, task: &str, now: u6
             if act.depth() > config.gateway.max_delegation_depth {
                 return Err(Refusal::DelegationTooDeep);
             }
-            (intersect(&intersect(&caller.scopes, &delegation.scopes), allowed), act)
+            (narrowed(&caller.scopes, &[&delegation.scopes, allowed]), act)
         }
     };
     let mut exp = (now + config.gateway.token_ttl_secs).min(caller.exp);
     if let Some(end) = not_after {
         exp = exp.min(end);
     }
-    let workspace = workspace_roots(config, caller).to_vec();
-    Ok(Grant { sub: caller.sub.clone(), aud: backend.to_string(), scopes, exp, task: task.to_string(), act, parent: caller.token_hash, workspace })
+    let workspace = workspace_roots(config, caller);
+    Ok(Grant { sub: caller.sub.clone(), aud: backend, scopes, exp, task, act, parent: caller.token_hash, workspace })
 }
 
 /// The workspace roots that confine `caller`: its token's, else the configured ones for its
@@ -95,19 +96,19 @@ impl Minted {
         self.parent == grant.parent
             && *self.aud == *grant.aud
             && self.task == grant.task
-            && self.scope.split(' ').filter(|s| !s.is_empty()).eq(grant.scopes.iter().map(String::as_str))
+            && self.scope.split(' ').filter(|s| !s.is_empty()).eq(grant.scopes.iter().copied())
     }
 }
 
 /// Signs the grant as the gateway.
 pub fn mint(grant: &Grant, signer: &Ed25519KeyPair, issuer: &str, jti: String, now: u64) -> Result<Minted, Refusal> {
     let scope = grant.scopes.join(" ");
-    let workspace = (!grant.workspace.is_empty()).then(|| grant.workspace.clone());
-    let custom = McpClaims { scope: Some(scope.clone()), task: Some(grant.task.clone()), act: Some(grant.act.clone()), workspace };
+    let workspace = (!grant.workspace.is_empty()).then(|| grant.workspace.to_vec());
+    let custom = McpClaims { scope: Some(scope.clone()), task: Some(grant.task.to_string()), act: Some(grant.act.clone()), workspace };
     let mut claims = Claims::with_custom_claims(custom, Duration::from_secs(grant.exp.saturating_sub(now)))
         .with_issuer(issuer)
         .with_subject(&*grant.sub)
-        .with_audience(&grant.aud)
+        .with_audience(grant.aud)
         .with_jwt_id(&jti);
     // Explicit times: the clock is the caller's, not the library's.
     claims.issued_at = Some(Duration::from_secs(now));
@@ -122,8 +123,8 @@ pub fn mint(grant: &Grant, signer: &Ed25519KeyPair, issuer: &str, jti: String, n
         act: grant.act.clone(),
         chain: grant.act.chain().into_iter().map(str::to_string).collect(),
         parent: grant.parent,
-        aud: grant.aud.as_str().into(),
-        task: grant.task.clone(),
+        aud: grant.aud.into(),
+        task: grant.task.to_string(),
     })
 }
 
@@ -220,7 +221,8 @@ mod tests {
 
     #[test]
     fn user_hop_gets_intersection_and_gateway_actor() {
-        let g = plan(&config(2), &user(&["files:read", "reports:write", "admin"], NOW + 3600), "files", "t1", NOW, None).unwrap();
+        let (cfg, caller) = (config(2), user(&["files:read", "reports:write", "admin"], NOW + 3600));
+        let g = plan(&cfg, &caller, "files", "t1", NOW, None).unwrap();
         assert_eq!(g.scopes, vec!["files:read"]);
         assert_eq!(g.aud, "files");
         assert_eq!(g.exp, NOW + 300, "ttl bounds the token");
@@ -229,14 +231,14 @@ mod tests {
 
     #[test]
     fn expiry_never_later_than_parent_or_binding() {
-        let g = plan(&config(2), &user(&[], NOW + 60), "files", "t", NOW, None).unwrap();
-        assert_eq!(g.exp, NOW + 60);
-        let g = plan(&config(2), &user(&[], NOW + 600), "files", "t", NOW, Some(NOW + 20)).unwrap();
-        assert_eq!(g.exp, NOW + 20);
+        let (cfg, short, long) = (config(2), user(&[], NOW + 60), user(&[], NOW + 600));
+        assert_eq!(plan(&cfg, &short, "files", "t", NOW, None).unwrap().exp, NOW + 60);
+        assert_eq!(plan(&cfg, &long, "files", "t", NOW, Some(NOW + 20)).unwrap().exp, NOW + 20);
     }
 
     fn minted_hop(cfg: &Config, signer: &Ed25519KeyPair, user_scopes: &[&str]) -> Caller {
-        let g = plan(cfg, &user(user_scopes, NOW + 3600), "reports", "t1", NOW, None).unwrap();
+        let caller = user(user_scopes, NOW + 3600);
+        let g = plan(cfg, &caller, "reports", "t1", NOW, None).unwrap();
         let m = mint(&g, signer, "mcp-gateway", "j1".into(), NOW).unwrap();
         let claims = signer.public_key().verify_token::<McpClaims>(m.token(), Some(VerificationOptions {
             artificial_time: Some(Duration::from_secs(NOW)),
@@ -281,7 +283,8 @@ mod tests {
     fn mint_cache_reuses_until_margin_and_respects_shorter_grants() {
         let cfg = config(2);
         let signer = Ed25519KeyPair::generate();
-        let g = plan(&cfg, &user(&["files:read"], NOW + 3600), "files", "t", NOW, None).unwrap();
+        let caller = user(&["files:read"], NOW + 3600);
+        let g = plan(&cfg, &caller, "files", "t", NOW, None).unwrap();
         let mut cache = MintCache::new(10);
         cache.put(&g, Rc::new(mint(&g, &signer, "gw", "j".into(), NOW).unwrap()), NOW);
         assert!(cache.get(&g, NOW + 100, 30).is_some());

@@ -239,11 +239,11 @@ fn authorize(
         Ok(g) => g,
         Err(refusal) => return refuse(&gw.config, rec, refusal, id),
     };
-    rec.task = grant.task.clone();
+    rec.task = grant.task.to_string();
     let backend = &gw.config.backends[&pending.backend];
     let allowed = policy::required(backend, ask)
         .and_then(|needed| policy::check(&needed, &grant.scopes))
-        .and_then(|()| policy::check_workspace(&grant.workspace, ask));
+        .and_then(|()| policy::check_workspace(grant.workspace, ask));
     if let Err(refusal) = allowed {
         return refuse(&gw.config, rec, refusal, id);
     }

@@ -39,8 +39,8 @@ pub fn required<'c>(backend: &'c BackendConfig, ask: Ask<'_>) -> Result<Vec<&'c 
 }
 
 /// Refuses when `have` lacks any of `needed`; the refusal names exactly what is missing.
-pub fn check(needed: &[&str], have: &[String]) -> Result<(), Refusal> {
-    let missing: Vec<&str> = needed.iter().copied().filter(|n| !have.iter().any(|h| h == n)).collect();
+pub fn check(needed: &[&str], have: &[impl AsRef<str>]) -> Result<(), Refusal> {
+    let missing: Vec<&str> = needed.iter().copied().filter(|n| !have.iter().any(|h| h.as_ref() == *n)).collect();
     if missing.is_empty() {
         Ok(())
     } else {
@@ -70,9 +70,10 @@ pub fn check_workspace(roots: &[String], ask: Ask<'_>) -> Result<(), Refusal> {
     }
 }
 
-/// `a ∩ b`, keeping `a`'s order.
-pub fn intersect(a: &[String], b: &[String]) -> Vec<String> {
-    a.iter().filter(|s| b.contains(s)).cloned().collect()
+/// The scopes of `have` that every one of `limits` also allows (`have ∩ limits…`, in `have`'s
+/// order), borrowed from `have`.
+pub fn narrowed<'a>(have: &'a [String], limits: &[&[String]]) -> Vec<&'a str> {
+    have.iter().filter(|s| limits.iter().all(|l| l.contains(s))).map(String::as_str).collect()
 }
 
 #[cfg(test)]
@@ -136,6 +137,9 @@ mod tests {
     fn intersection_keeps_only_common_scopes() {
         let caller = vec!["files:read".to_string(), "reports:write".to_string(), "admin".to_string()];
         let backend = vec!["files:read".to_string(), "files:write".to_string()];
-        assert_eq!(intersect(&caller, &backend), vec!["files:read".to_string()]);
+        assert_eq!(narrowed(&caller, &[&backend]), vec!["files:read"]);
+        let delegation = vec!["reports:write".to_string(), "files:read".to_string()];
+        assert_eq!(narrowed(&caller, &[&delegation, &backend]), vec!["files:read"]);
+        assert!(narrowed(&caller, &[&delegation, &[]]).is_empty());
     }
 }
