@@ -156,8 +156,10 @@ async fn revocation_by_session_task_and_subject_applies_on_every_worker() {
         let resp = modern_whoami(&url, &alice, "task-r").await;
         assert_eq!((resp.status, resp.json()["error"]["data"]["reason"].as_str()), (403, Some("task_revoked")));
     }
-    // By subject: everything of alice issued until now; bob is untouched.
+    // By subject: everything of alice issued until now; bob is untouched. Her task is bound
+    // before the order: one first used after it (a later second) is a new workflow, not revoked.
     whoami_of(&modern_whoami(&url, &bob, "task-b").await);
+    whoami_of(&modern_whoami(&url, &alice, "task-other").await);
     assert_eq!(revoke(json!({"subject": "alice"})).await.status, 200);
     for _ in 0..6 {
         assert_eq!(s2.call("whoami", "{}").await.status, 404);
