@@ -4,9 +4,77 @@
 //! a result or a raw session id, so the writer cannot log them.
 
 use std::borrow::Cow;
+use std::ops::Deref;
 use std::rc::Rc;
 
 use crate::text::push_decimal;
+
+/// A value the record shares with what it came from (the verified caller, the mint cache's
+/// token): taking it never copies. `Rc`'s own empty default allocates, and every request starts
+/// from a default record, so the empty value here is one per thread.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Shared<T: ?Sized>(Rc<T>);
+
+impl<T: ?Sized> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        Shared(self.0.clone())
+    }
+}
+
+thread_local! {
+    static NO_TEXT: Rc<str> = Rc::from("");
+    static NO_ACTORS: Rc<[String]> = Rc::from([]);
+}
+
+impl Default for Shared<str> {
+    fn default() -> Self {
+        Shared(NO_TEXT.with(Rc::clone))
+    }
+}
+
+impl Default for Shared<[String]> {
+    fn default() -> Self {
+        Shared(NO_ACTORS.with(Rc::clone))
+    }
+}
+
+impl<T: ?Sized> Deref for Shared<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: ?Sized> From<Rc<T>> for Shared<T> {
+    fn from(rc: Rc<T>) -> Self {
+        Shared(rc)
+    }
+}
+
+impl From<&str> for Shared<str> {
+    fn from(text: &str) -> Self {
+        Shared(text.into())
+    }
+}
+
+impl From<String> for Shared<str> {
+    fn from(text: String) -> Self {
+        Shared(text.into())
+    }
+}
+
+impl<const N: usize> From<[String; N]> for Shared<[String]> {
+    fn from(actors: [String; N]) -> Self {
+        Shared(Rc::from(actors))
+    }
+}
+
+#[cfg(test)]
+impl<T: ?Sized + serde::Serialize> serde::Serialize for Shared<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
 
 /// The decision facts of one request, written as `mcp_audit: {json}`.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -18,7 +86,7 @@ pub struct Record {
     pub task: String,
     /// A short keyed hash of the legacy session handle; empty for modern requests.
     pub session: String,
-    pub sub: Rc<str>,
+    pub sub: Shared<str>,
     pub backend: String,
     pub method: Cow<'static, str>,
     pub name: String,
@@ -27,13 +95,13 @@ pub struct Record {
     pub status: u32,
     /// `jti` of the token minted for the backend (this and `aud`, `scope`, `act` are shared with
     /// the mint cache's entry).
-    pub jti: Rc<str>,
+    pub jti: Shared<str>,
     /// `jti` of the token the caller presented, when it had one (joins hops into a chain).
-    pub parent_jti: Rc<str>,
-    pub aud: Rc<str>,
-    pub scope: Rc<str>,
+    pub parent_jti: Shared<str>,
+    pub aud: Shared<str>,
+    pub scope: Shared<str>,
     /// The actor chain of the minted token, outermost first.
-    pub act: Rc<[String]>,
+    pub act: Shared<[String]>,
     pub depth: u32,
     /// An MCP request (its path is under the route prefix): it gets a line, whatever happens.
     #[cfg_attr(test, serde(skip))]
@@ -83,7 +151,7 @@ impl Record {
         }
         out.push_str(",\"status\":");
         push_decimal(&mut out, self.status.into());
-        for (key, value) in [("jti", &*self.jti), ("parent_jti", &self.parent_jti), ("aud", &self.aud), ("scope", &self.scope)] {
+        for (key, value) in [("jti", &*self.jti), ("parent_jti", &*self.parent_jti), ("aud", &*self.aud), ("scope", &*self.scope)] {
             push_member(&mut out, key, value);
         }
         out.push_str(",\"act\":[");
@@ -135,6 +203,13 @@ mod tests {
         for r in [Record::default(), plain, tricky] {
             assert_eq!(r.json(), serde_json::to_string(&r).unwrap());
         }
+    }
+
+    #[test]
+    fn default_records_share_one_empty_value_per_thread() {
+        let (a, b) = (Record::default(), Record::default());
+        assert!(Rc::ptr_eq(&a.jti.0, &b.scope.0) && Rc::ptr_eq(&a.act.0, &b.act.0));
+        assert_eq!((&*a.sub, a.act.len()), ("", 0));
     }
 
     #[test]

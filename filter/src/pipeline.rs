@@ -140,8 +140,10 @@ pub fn on_headers(gw: &mut Gateway, host: &dyn Host, headers: &[Pair<'_>], end_o
         Ok(c) => c,
         Err(failure) => return refuse(&gw.config, rec, Refusal::Unauthenticated(failure), None),
     };
-    rec.sub = gw.audit_subject(&caller.sub);
-    rec.parent_jti = caller.jti.clone().unwrap_or_default();
+    rec.sub = gw.audit_subject(&caller.sub).into();
+    if let Some(jti) = &caller.jti {
+        rec.parent_jti = jti.clone().into();
+    }
     rec.task = caller.declared_task(header(headers, agreement::H_TASK_ID)).unwrap_or("").to_string();
     match http_method {
         "POST" => {
@@ -261,10 +263,10 @@ fn authorize(
         },
     };
     rec.decision = audit::ALLOW;
-    rec.jti = minted.jti.clone();
-    rec.aud = minted.aud.clone();
-    rec.scope = minted.scope.clone();
-    rec.act = minted.chain.clone();
+    rec.jti = minted.jti.clone().into();
+    rec.aud = minted.aud.clone().into();
+    rec.scope = minted.scope.clone().into();
+    rec.act = minted.chain.clone().into();
     rec.depth = minted.act.depth();
     let mut edits = pending.edits;
     edits.set.extend(bound.set);
