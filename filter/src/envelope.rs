@@ -231,8 +231,8 @@ struct Seen<'a> {
 impl<'a> Seen<'a> {
     /// False when `key` was already there.
     fn insert(&mut self, key: Cow<'a, str>) -> bool {
-        let known = self.first.iter().map_while(Option::as_ref).chain(self.more.iter());
-        if known.into_iter().any(|k| *k == key) {
+        let mut known = self.first.iter().map_while(Option::as_ref).chain(self.more.iter());
+        if known.any(|k| *k == key) {
             return false;
         }
         match self.first.iter_mut().find(|slot| slot.is_none()) {

@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 use std::rc::Rc;
 
-use crate::agreement::Era;
+use crate::agreement::{Era, H_SESSION_ID};
 use crate::cache::Memo;
 use crate::config::AFFINITY_HEADER;
 use crate::host::Host;
@@ -24,7 +24,6 @@ pub const REVOCATIONS_KEY: &str = "mcpgw:revocations";
 /// nothing into the VM, where reading the table itself would copy all of it (up to 3 x 1024
 /// entries) and call into the VM to allocate, on every request.
 pub const REVOCATIONS_EPOCH_KEY: &str = "mcpgw:revocations:epoch";
-const SESSION_ID: &str = "mcp-session-id";
 
 /// Keys for sealing session handles and for keyed hashes (affinity, session tags).
 pub struct WorkflowKeys {
@@ -282,7 +281,7 @@ fn restore_session(cfg: &WorkflowConfig<'_>, host: &dyn Host, ask: &Ask<'_>, han
     let not_after = binding.expires_at.min(binding.issued_at + cfg.sessions.absolute_secs);
     Ok(Bound {
         task: binding.task.clone(),
-        set: vec![(SESSION_ID, binding.upstream_session.as_str().into()), (AFFINITY_HEADER, binding.affinity.as_str().into())],
+        set: vec![(H_SESSION_ID, binding.upstream_session.as_str().into()), (AFFINITY_HEADER, binding.affinity.as_str().into())],
         not_after: Some(not_after),
         session_tag: tag,
         on_response: OnResponse::Handle(handle.to_string()),
