@@ -121,7 +121,6 @@ impl RootContext for Root {
         let config = self.get_plugin_configuration().unwrap_or_default();
         let Some(calls) = Calls::parse(&String::from_utf8_lossy(&config)) else { return false };
         self.calls = calls;
-        let _ = hostcalls::set_shared_data("probe:bucket", Some(&[0u8; 512]), None);
         let _ = hostcalls::set_shared_data("probe:epoch", Some(b""), None);
         true
     }
