@@ -11,7 +11,8 @@
 #                    diagnosis: probe:GROUPS
 #                    (some of them), gateway_nofilter and gateway_nolog (C without the audit
 #                    logger's path filter, or without the logger), gateway_base (C with the filter
-#                    at BENCH_BASE_WASM: two builds A/B in one run)
+#                    at BENCH_BASE_WASM: two builds A/B in one run), gateway_legacy_base (the same
+#                    Envoy as gateway_base, sending C-legacy's request)
 # Then, without Envoy, the filter's and the probe's Wasm code alone in V8 (bench/v8, Node.js).
 #   BENCH_AUDIT_SINK=access_log  the gateway's audit.sink (log: Envoy's log call per request)
 #   ENVOY_BIN        the Envoy to use (else .tools/envoy/envoy from `make setup`)
@@ -36,13 +37,15 @@ trap 'exit 130' INT TERM
 REPORTED=(bare native probe gateway gateway_legacy gateway_cold)
 read -r -a CONFIGS <<<"${BENCH_CONFIGS:-bare native probe probe_host gateway gateway_legacy gateway_cold}"
 declare -A INSTANCE=([bare]=bare [native]=native [probe]=probe [probe_host]=probe_host [gateway]=gateway
-  [gateway_legacy]=gateway [gateway_cold]=gateway_cold [gateway_nofilter]=gateway_nofilter [gateway_nolog]=gateway_nolog [gateway_base]=gateway_base)
+  [gateway_legacy]=gateway [gateway_cold]=gateway_cold [gateway_nofilter]=gateway_nofilter [gateway_nolog]=gateway_nolog [gateway_base]=gateway_base
+  [gateway_legacy_base]=gateway_base)
 declare -A REQUEST=([bare]=modern [native]=modern [probe]=modern [probe_host]=modern [gateway]=modern
-  [gateway_legacy]=legacy [gateway_cold]=modern [gateway_nofilter]=modern [gateway_nolog]=modern [gateway_base]=modern)
+  [gateway_legacy]=legacy [gateway_cold]=modern [gateway_nofilter]=modern [gateway_nolog]=modern [gateway_base]=modern
+  [gateway_legacy_base]=legacy)
 declare -A LABEL=([bare]="A bare" [native]="B native mcp" [probe]="P probe" [probe_host]="P+hostcalls"
   [gateway]="C gateway" [gateway_legacy]="C-legacy" [gateway_cold]="D cold" [gateway_nofilter]="C no log filter"
   [gateway_nolog]="C no audit log"
-  [gateway_base]="C base build")
+  [gateway_base]="C base build" [gateway_legacy_base]="C-legacy base build")
 # The Envoy instances: filters fragment (bench/envoy/filters/) and its settings.
 declare -A PROXY=([bare]="bare" [native]="native" [probe]="probe PROBE_MODE=floor"
   [probe_host]="probe PROBE_MODE=hostcalls AUDIT_LOG=shipped" [gateway]="gateway CACHE_ENTRIES=10000"

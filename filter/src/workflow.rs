@@ -24,6 +24,10 @@ pub const REVOCATIONS_KEY: &str = "mcpgw:revocations";
 /// nothing into the VM, where reading the table itself would copy all of it (up to 3 x 1024
 /// entries) and call into the VM to allocate, on every request.
 pub const REVOCATIONS_EPOCH_KEY: &str = "mcpgw:revocations:epoch";
+/// Rewritten, empty, after every `DELETE` of a legacy session, as the revocation epoch is after
+/// a revocation: a worker that used a session within this second skips reading its use record
+/// only while this version stands, so a session ended on another worker is refused at once.
+pub const SESSIONS_ENDED_EPOCH_KEY: &str = "mcpgw:sessions:ended:epoch";
 
 /// Keys for sealing session handles and for keyed hashes (affinity, session tags).
 pub struct WorkflowKeys {
@@ -61,6 +65,9 @@ struct Opened {
     binding: Binding,
     tag: String,
     place: Place,
+    /// The use record as this worker last read or wrote it, with the ended-sessions epoch it
+    /// was read under.
+    seen: std::cell::Cell<Option<(Usage, u32)>>,
 }
 
 /// Entries per memo and worker (an opened handle takes about 600 bytes).
@@ -117,7 +124,7 @@ impl WorkflowKeys {
         self.opened_handles.get_or_try(handle, || {
             let binding = session::open(&self.seal, handle)?;
             let tag = session::session_tag(&self.hash, handle);
-            Ok(Rc::new(Opened { binding, place: Place::of(&tag, SESSION), tag }))
+            Ok(Rc::new(Opened { binding, place: Place::of(&tag, SESSION), tag, seen: Default::default() }))
         })
     }
 }
@@ -268,16 +275,30 @@ fn restore_session(cfg: &WorkflowConfig<'_>, host: &dyn Host, ask: &Ask<'_>, han
     let opened = cfg.keys.open(handle).map_err(Refusal::Session)?;
     let (binding, tag) = (&opened.binding, opened.tag.clone());
     let record = Record { place: Cow::Borrowed(&opened.place), limits: cfg.sessions };
-    let usage = record.read(host);
+    let now = host.now();
+    // As for a busy task: a session this worker used within this very second cannot be idle, and
+    // revocation is checked below either way. Only a `DELETE` on another worker could have
+    // changed its record since, and every `DELETE` moves the ended-sessions epoch.
+    let ended_epoch = host.shared_get(SESSIONS_ENDED_EPOCH_KEY).1;
+    let usage = match opened.seen.get().filter(|(u, epoch)| u.last == now && *epoch == ended_epoch) {
+        Some((seen, _)) => Some(seen),
+        None => record.read(host),
+    };
     let revocations = cfg.keys.revocations(host).ok_or(Refusal::Session(SessionError::Revoked))?;
     let expected = Expected { sub: &ask.caller.sub, backend: ask.backend, task, policy_version: cfg.policy_version };
-    let now = host.now();
     let updated = session::check_session(binding, &tag, &expected, now, usage, cfg.sessions, &revocations)
         .map_err(Refusal::Session)?;
-    let updated = if ask.method == "DELETE" { updated.ended_at(now) } else { updated };
+    let ending = ask.method == "DELETE";
+    let updated = if ending { updated.ended_at(now) } else { updated };
     if usage != Some(updated) {
         record.write(host, updated, now);
     }
+    if ending {
+        // After the record: a worker that sees the new epoch reads the ended record.
+        host.shared_set(SESSIONS_ENDED_EPOCH_KEY, b"", None);
+    }
+    // An ended record refuses by itself, whichever epoch it is kept under.
+    opened.seen.set(Some((updated, ended_epoch)));
     let not_after = binding.expires_at.min(binding.issued_at + cfg.sessions.absolute_secs);
     Ok(Bound {
         task: binding.task.clone(),

@@ -241,16 +241,22 @@ async fn a_replica_pulling_the_revocation_feed_converges_within_its_poll_interva
 
 #[tokio::test(flavor = "multi_thread")]
 async fn delete_ends_the_session_at_the_gateway_too() {
-    let gw = Gateway::start(Options::default());
+    let gw = Gateway::start(Options { concurrency: 2, ..Options::default() });
     let token = gw.token("alice", "files:read");
     let session = Legacy::open(&gw.mcp_url("files"), &token).await;
-    session.whoami().await;
+    // New connections spread over both workers: each has used the session in this second, which
+    // lets a worker skip reading its use record, and must still see a DELETE made on the other.
+    for _ in 0..4 {
+        session.whoami().await;
+    }
     let auth = format!("Bearer {token}");
     let headers = [("authorization", auth.as_str()), ("mcp-session-id", session.handle.as_str()), ("mcp-protocol-version", LEGACY_VERSION)];
     let resp = send("DELETE", &gw.mcp_url("files"), &headers, "").await;
     assert!(resp.status < 300, "DELETE: {} {}", resp.status, resp.body);
-    // The handle is dead at the gateway even if a backend still knew the session.
-    let after = session.call("whoami", "{}").await;
-    assert_eq!(after.status, 404, "{}", after.body);
-    assert_eq!(after.json()["error"]["data"]["reason"], "session_ended");
+    // The handle is dead at the gateway, on every worker, even if a backend still knew the session.
+    for _ in 0..6 {
+        let after = session.call("whoami", "{}").await;
+        assert_eq!(after.status, 404, "{}", after.body);
+        assert_eq!(after.json()["error"]["data"]["reason"], "session_ended");
+    }
 }

@@ -33,6 +33,8 @@ struct World {
     gw: Gateway,
     idp: Ed25519KeyPair,
     host: FixedHost,
+    /// The plugin configuration `gw` was built from.
+    config: String,
 }
 
 fn world(extra: &str) -> World {
@@ -45,12 +47,25 @@ fn world(extra: &str) -> World {
                      "reports":{{"scopes":["reports:write","files:read"],"tools":{{"summarize":["reports:write"]}}}}}},
         "delegations":[{{"from":"reports","to":"files","scopes":["files:read"]}}]{extra}}}"#
     );
-    let config = Config::load(body.as_bytes()).unwrap();
+    World { gw: gateway(&body), idp: kp, host: FixedHost::at(NOW), config: body }
+}
+
+fn gateway(config: &str) -> Gateway {
+    let config = Config::load(config.as_bytes()).unwrap();
     let trust = Trust::build(&config, &crate::trust::tests::signing_env()).unwrap();
-    World { gw: Gateway::new(config, trust), idp: kp, host: FixedHost::at(NOW) }
+    Gateway::new(config, trust)
 }
 
 impl World {
+    /// Runs `work` on another worker of the same Envoy: the same configuration and shared data,
+    /// its own memory (caches, memos).
+    fn on_other_worker<T>(&mut self, work: impl FnOnce(&mut World) -> T) -> T {
+        let mine = std::mem::replace(&mut self.gw, gateway(&self.config));
+        let out = work(self);
+        self.gw = mine;
+        out
+    }
+
     fn token(&self, scope: &str) -> String {
         self.idp.sign(claims("alice", scope, NOW - 10, 600)).unwrap()
     }
@@ -489,6 +504,31 @@ fn a_busy_task_skips_the_shared_read_within_a_second_yet_revocation_applies_at_o
     w.host.shared.borrow_mut().insert(crate::workflow::REVOCATIONS_KEY.to_string(), (revoked.encode(), 1));
     let (step, rec) = call(&mut w);
     assert_eq!((status(&step), rec.reason), (403, "task_revoked"));
+}
+
+#[test]
+fn a_busy_session_skips_the_shared_read_within_a_second_yet_a_delete_on_another_worker_applies_at_once() {
+    let mut w = world("");
+    let alice = w.token_for("alice", "files:read");
+    let handle = w.initialize(&alice, "upstream-1");
+    let buckets = |w: &World| -> Vec<(String, (Vec<u8>, u32))> {
+        w.host.shared.borrow().iter().filter(|(k, _)| k.starts_with("mcpgw:sess:")).map(|(k, v)| (k.clone(), v.clone())).collect()
+    };
+    forwarded_token(&w.legacy_call(&alice, &handle).0);
+    let stored = buckets(&w);
+    assert_eq!(stored.len(), 1);
+    // Within the same second the worker neither reads nor rewrites the record: drop it, and it
+    // stays dropped.
+    w.host.shared.borrow_mut().retain(|k, _| !k.starts_with("mcpgw:sess:"));
+    forwarded_token(&w.legacy_call(&alice, &handle).0);
+    assert!(buckets(&w).is_empty());
+    w.host.shared.borrow_mut().extend(stored);
+    // Another worker ends the session in that same second: this worker refuses it at once.
+    let auth = format!("Bearer {alice}");
+    let (step, _) = w.on_other_worker(|w| w.send("DELETE", "/mcp/files", &[("authorization", &auth), ("mcp-session-id", &handle)], ""));
+    assert!(matches!(step, Step::Forward(_)), "{step:?}");
+    let (step, rec) = w.legacy_call(&alice, &handle);
+    assert_eq!((status(&step), rec.reason), (404, "session_ended"));
 }
 
 #[test]
