@@ -91,6 +91,17 @@ mod glue {
 
     extern "C" {
         fn proxy_get_header_map_pairs(map_type: u32, return_map_data: *mut *mut u8, return_map_size: *mut usize) -> u32;
+        fn proxy_set_property(path_data: *const u8, path_size: usize, value_data: *const u8, value_size: usize) -> u32;
+    }
+
+    /// The filter state `wasm.mcp_audit`. A one-part property path is its name as is; the SDK's
+    /// setter would build it in two vectors first, once per request.
+    fn set_audit_state(json: &str) {
+        const PATH: &[u8] = b"mcp_audit";
+        // SAFETY: both pointers are valid for their lengths during the call; Envoy copies them.
+        unsafe {
+            proxy_set_property(PATH.as_ptr(), PATH.len(), json.as_ptr(), json.len());
+        }
     }
 
     /// proxy-wasm header map types.
@@ -422,7 +433,7 @@ mod glue {
             let json = self.record.json();
             // Envoy runs filters' log callbacks before the listener's access logs, so the whole
             // record, status included, is there for %FILTER_STATE(wasm.mcp_audit:PLAIN)%.
-            self.set_property(vec!["mcp_audit"], Some(json.as_bytes()));
+            set_audit_state(&json);
             if gw.config.audit.sink == AuditSink::Log {
                 log::info!("{}{json}", audit::PREFIX);
             }

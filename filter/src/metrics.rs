@@ -56,25 +56,41 @@ pub fn request_counters(rec: &Record) -> Vec<String> {
 /// Depths above this share one counter.
 const MAX_DEPTH_LABEL: u32 = 8;
 
-/// Per-request counts of one worker since the last flush: counting is one map update with a
-/// key of fixed strings on the request path; names are built and the host calls made once per
-/// tick, not once per request.
+/// What one audited request is counted under: fixed strings and a depth.
+type Key = (&'static str, &'static str, &'static str, u32);
+
+/// Per-request counts of one worker since the last flush: names are built and the host calls
+/// made once per tick, not once per request. Between two ticks a worker sees a handful of
+/// distinct keys, so counting is a short scan comparing string addresses (a key whose strings
+/// sit at other addresses only takes another entry: `drain` adds entries up by name).
 #[derive(Debug, Default)]
 pub struct Pending {
-    counts: std::collections::HashMap<(&'static str, &'static str, &'static str, u32), u64>,
+    counts: Vec<(Key, u64)>,
+}
+
+fn same(a: &Key, b: &Key) -> bool {
+    std::ptr::eq(a.0, b.0) && std::ptr::eq(a.1, b.1) && std::ptr::eq(a.2, b.2) && a.3 == b.3
 }
 
 impl Pending {
     /// Counts one audited request.
     pub fn record(&mut self, rec: &Record) {
-        let key = (rec.decision, known_method(&rec.method), rec.reason, rec.depth);
-        *self.counts.entry(key).or_default() += 1;
+        // A borrowed method is one of the fixed names already.
+        let method = match &rec.method {
+            Cow::Borrowed(m) => m,
+            Cow::Owned(m) => known_method(m),
+        };
+        let key = (rec.decision, method, rec.reason, rec.depth);
+        match self.counts.iter_mut().find(|(k, _)| same(k, &key)) {
+            Some((_, n)) => *n += 1,
+            None => self.counts.push((key, 1)),
+        }
     }
 
     /// Everything counted since the last drain, by counter name.
     pub fn drain(&mut self) -> Vec<(String, u64)> {
         let mut totals: std::collections::HashMap<String, u64> = Default::default();
-        for ((decision, method, reason, depth), n) in self.counts.drain() {
+        for ((decision, method, reason, depth), n) in self.counts.drain(..) {
             let rec = Record { decision, method: Cow::Borrowed(method), reason, depth, ..Default::default() };
             for name in request_counters(&rec) {
                 *totals.entry(name).or_default() += n;
@@ -140,6 +156,22 @@ mod tests {
         drained.sort();
         assert!(drained.contains(&("mcp_gateway.requests.allow".to_string(), 2)));
         assert!(p.drain().is_empty());
+    }
+
+    #[test]
+    fn equal_keys_at_other_addresses_add_up_by_name() {
+        let mut p = Pending::default();
+        let borrowed = Record { decision: ALLOW, depth: 1, method: Cow::Borrowed("tools/call"), ..Default::default() };
+        let leaked: &'static str = Box::leak(String::from("allow").into_boxed_str());
+        let owned = Record { decision: leaked, depth: 1, method: Cow::Owned("tools/call".into()), ..Default::default() };
+        let made_up = Record { decision: ALLOW, depth: 1, method: Cow::Owned("x/made-up".into()), ..Default::default() };
+        for rec in [&borrowed, &owned, &made_up, &borrowed] {
+            p.record(rec);
+        }
+        let drained: std::collections::HashMap<String, u64> = p.drain().into_iter().collect();
+        assert_eq!(drained["mcp_gateway.requests.allow"], 4);
+        assert_eq!(drained["mcp_gateway.method.tools_call"], 3);
+        assert_eq!(drained["mcp_gateway.method.other"], 1);
     }
 
     #[test]
