@@ -104,7 +104,7 @@ impl WorkflowKeys {
     /// means an unchanged table; without an epoch (none announced yet) the table's own version
     /// decides, at the cost of reading it.
     fn revocations(&self, host: &dyn Host) -> Option<Rc<Revocations>> {
-        let epoch = host.shared_get(REVOCATIONS_EPOCH_KEY).1;
+        let epoch = epoch(host, REVOCATIONS_EPOCH_KEY);
         let mut cached = self.revocations.borrow_mut();
         if epoch != 0 && cached.epoch == epoch {
             return Some(cached.table.clone());
@@ -139,7 +139,18 @@ pub fn store_revocations(host: &dyn Host, table: &Revocations, cas: u32) -> bool
 /// this at configuration too: a table stored before then is read, and from then on every
 /// request needs only the epoch.
 pub fn announce_revocations(host: &dyn Host) -> bool {
-    host.shared_set(REVOCATIONS_EPOCH_KEY, b"", None)
+    move_epoch(host, REVOCATIONS_EPOCH_KEY)
+}
+
+/// The version of an epoch key ([`REVOCATIONS_EPOCH_KEY`], [`SESSIONS_ENDED_EPOCH_KEY`]): its
+/// value is empty, so reading it copies nothing into the VM.
+fn epoch(host: &dyn Host, key: &str) -> u32 {
+    host.shared_get(key).1
+}
+
+/// Rewrites an epoch key, empty: Envoy gives every write a new version.
+fn move_epoch(host: &dyn Host, key: &str) -> bool {
+    host.shared_set(key, b"", None)
 }
 
 /// Settings the binding decisions need.
@@ -257,6 +268,16 @@ impl Record<'_> {
         table::find(&host.shared_get(&self.place.bucket).0.unwrap_or_default(), &self.place.id)
     }
 
+    /// The record, read unless `seen` (this worker's last view of it) is from this very second:
+    /// a task or session used within it cannot be idle and its first use never changes, so a
+    /// busy one skips the shared read. Callers check revocation either way.
+    fn current(&self, host: &dyn Host, seen: Option<Usage>, now: u64) -> Option<Usage> {
+        match seen.filter(|u| u.last == now) {
+            Some(seen) => Some(seen),
+            None => self.read(host),
+        }
+    }
+
     /// Writes `usage` with compare-and-swap, so two workers updating one bucket lose nothing.
     fn write(&self, host: &dyn Host, usage: Usage, now: u64) {
         let Place { id, bucket: key } = &*self.place;
@@ -276,14 +297,12 @@ fn restore_session(cfg: &WorkflowConfig<'_>, host: &dyn Host, ask: &Ask<'_>, han
     let (binding, tag) = (&opened.binding, opened.tag.clone());
     let record = Record { place: Cow::Borrowed(&opened.place), limits: cfg.sessions };
     let now = host.now();
-    // As for a busy task: a session this worker used within this very second cannot be idle, and
-    // revocation is checked below either way. Only a `DELETE` on another worker could have
-    // changed its record since, and every `DELETE` moves the ended-sessions epoch.
-    let ended_epoch = host.shared_get(SESSIONS_ENDED_EPOCH_KEY).1;
-    let usage = match opened.seen.get().filter(|(u, epoch)| u.last == now && *epoch == ended_epoch) {
-        Some((seen, _)) => Some(seen),
-        None => record.read(host),
-    };
+    // Within the second, only a `DELETE` on another worker could have changed the record, and
+    // every `DELETE` moves the ended-sessions epoch: this worker's view counts only under the
+    // epoch it was taken under.
+    let ended_epoch = epoch(host, SESSIONS_ENDED_EPOCH_KEY);
+    let seen = opened.seen.get().filter(|(_, at)| *at == ended_epoch).map(|(u, _)| u);
+    let usage = record.current(host, seen, now);
     let revocations = cfg.keys.revocations(host).ok_or(Refusal::Session(SessionError::Revoked))?;
     let expected = Expected { sub: &ask.caller.sub, backend: ask.backend, task, policy_version: cfg.policy_version };
     let updated = session::check_session(binding, &tag, &expected, now, usage, cfg.sessions, &revocations)
@@ -295,7 +314,7 @@ fn restore_session(cfg: &WorkflowConfig<'_>, host: &dyn Host, ask: &Ask<'_>, han
     }
     if ending {
         // After the record: a worker that sees the new epoch reads the ended record.
-        host.shared_set(SESSIONS_ENDED_EPOCH_KEY, b"", None);
+        move_epoch(host, SESSIONS_ENDED_EPOCH_KEY);
     }
     // An ended record refuses by itself, whichever epoch it is kept under.
     opened.seen.set(Some((updated, ended_epoch)));
@@ -313,12 +332,7 @@ fn bind_task(cfg: &WorkflowConfig<'_>, host: &dyn Host, ask: &Ask<'_>, task: &st
     let slot = cfg.keys.task_slot(&ask.caller.sub, ask.backend, task);
     let record = Record { place: Cow::Borrowed(&slot.place), limits: cfg.tasks };
     let now = host.now();
-    // A task this worker used within this very second cannot be idle, its first use never
-    // changes, and revocation is checked below either way: a busy task skips the shared read.
-    let usage = match slot.seen.get().filter(|u| u.last == now) {
-        Some(seen) => Some(seen),
-        None => record.read(host),
-    };
+    let usage = record.current(host, slot.seen.get(), now);
     let revocations = cfg.keys.revocations(host).ok_or(Refusal::Task(TaskError::Revoked))?;
     let updated = session::check_task(usage, now, cfg.tasks, &revocations, &ask.caller.sub, task).map_err(Refusal::Task)?;
     // Time is in seconds: most calls of a busy task change nothing, and skip the write.
