@@ -115,10 +115,12 @@ async fn expired_bindings_are_refused_and_rebinding_works() {
     assert_eq!(resp.json()["error"]["data"]["reason"], "task_expired");
     Legacy::open(&url, &token).await.whoami().await;
     whoami_of(&modern_whoami(&url, &token, "task-new").await);
-    // Absolute: a busy session still ends at 4 s.
+    // Absolute: a busy session still ends at 4 s. Busy means a use every half second: the
+    // gateway's clock counts whole seconds, so uses a second apart can straddle two ticks and
+    // meet the 2 s idle limit first.
     let busy = Legacy::open(&url, &token).await;
-    for _ in 0..5 {
-        tokio::time::sleep(Duration::from_millis(1000)).await;
+    for _ in 0..12 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
         let resp = busy.call("whoami", "{}").await;
         if resp.status == 404 {
             wait_audit(&gw, |r| r["reason"] == "session_expired").await;
