@@ -11,7 +11,8 @@ use crate::text::push_decimal;
 
 /// A value the record shares with what it came from (the verified caller, the mint cache's
 /// token): taking it never copies. `Rc`'s own empty default allocates, and every request starts
-/// from a default record, so the empty value here is one per thread.
+/// from a default record, so the empty value here is one per thread. Conversions from text are
+/// for tests only, so the request path cannot copy into one by accident.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Shared<T: ?Sized>(Rc<T>);
 
@@ -51,18 +52,21 @@ impl<T: ?Sized> From<Rc<T>> for Shared<T> {
     }
 }
 
+#[cfg(test)]
 impl From<&str> for Shared<str> {
     fn from(text: &str) -> Self {
         Shared(text.into())
     }
 }
 
+#[cfg(test)]
 impl From<String> for Shared<str> {
     fn from(text: String) -> Self {
         Shared(text.into())
     }
 }
 
+#[cfg(test)]
 impl<const N: usize> From<[String; N]> for Shared<[String]> {
     fn from(actors: [String; N]) -> Self {
         Shared(Rc::from(actors))
