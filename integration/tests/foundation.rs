@@ -124,7 +124,6 @@ async fn malformed_requests_get_contract_errors_and_nothing_reaches_the_backend(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_body_with_bytes_that_are_not_utf8_inside_tool_arguments_is_a_parse_error() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let gw = Gateway::start(Options::default());
     let token = gw.token("alice", "files:read");
     let before = backend_requests(&gw).await;
@@ -133,24 +132,9 @@ async fn a_body_with_bytes_that_are_not_utf8_inside_tool_arguments_is_a_parse_er
     let mut body = modern_call(9, "echo", r#"{"text":"aXb"}"#).into_bytes();
     let at = body.iter().position(|&b| b == b'X').expect("the marker");
     body[at] = 0xff;
-    let url = gw.mcp_url("files");
-    let authority = url.trim_start_matches("http://").split('/').next().expect("authority").to_string();
-    let mut head = format!(
-        "POST /mcp/files HTTP/1.1\r\nhost: {authority}\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream\r\nconnection: close\r\ncontent-length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in modern_headers("echo") {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    let mut socket = tokio::net::TcpStream::connect(&authority).await.expect("connect to the gateway");
-    socket.write_all(&[head.as_bytes(), &body].concat()).await.expect("send");
-    let mut answer = Vec::new();
-    socket.read_to_end(&mut answer).await.expect("read the answer");
-    let answer = String::from_utf8_lossy(&answer);
-    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
-    let json: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).expect("a body")).expect("a JSON-RPC error");
-    assert_eq!(json["error"]["code"], -32700, "{json}");
+    let resp = post(&gw.mcp_url("files"), &token, &pairs(&modern_headers("echo")), &body).await;
+    assert_eq!(resp.status, 400, "{}", resp.body);
+    assert_eq!(resp.rpc_code(), -32700, "{}", resp.body);
     assert_eq!(backend_requests(&gw).await, before, "the request reached a backend");
 }
 

@@ -27,10 +27,10 @@ impl Raw {
     }
 }
 
-/// Sends a raw request with exactly these headers and body.
-pub async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: &str) -> Raw {
+/// Sends a raw request with exactly these headers and body (bytes as given, UTF-8 or not).
+pub async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: impl AsRef<[u8]>) -> Raw {
     let client = reqwest::Client::new();
-    let mut req = client.request(method.parse().unwrap(), url).body(body.to_string());
+    let mut req = client.request(method.parse().unwrap(), url).body(body.as_ref().to_vec());
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
@@ -42,7 +42,7 @@ pub async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: &str)
 }
 
 /// A JSON POST with a bearer token and extra headers.
-pub async fn post(url: &str, token: &str, headers: &[(&str, &str)], body: &str) -> Raw {
+pub async fn post(url: &str, token: &str, headers: &[(&str, &str)], body: impl AsRef<[u8]>) -> Raw {
     let auth = format!("Bearer {token}");
     let mut all = vec![("content-type", "application/json"), ("accept", "application/json, text/event-stream"), ("authorization", auth.as_str())];
     all.extend_from_slice(headers);
