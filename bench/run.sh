@@ -286,6 +286,20 @@ report() {
     | {configs: from_entries, wasm_bytes: $wasm, rss_growth_100k_sessions_bytes: $sessions, rss_growth_100k_tasks_bytes: $tasks,
        v8_wasm_us_per_request: $v8}
     ' "$OUT/runs.tsv" >"$OUT/medians.json"
+  # The same ratios taken within each round, then the median over rounds: a machine that slows
+  # down between rounds moves both sides of a round's ratio, not one side of the medians'.
+  jq -R -s '
+    def median: sort | if length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+    [split("\n")[] | select(length > 0) | split("\t") | {cfg: .[0], round: .[1], rps: (.[2] | tonumber)}]
+    | group_by(.round) | map(map({key: .cfg, value: .rps}) | from_entries) as $rounds
+    | [["gateway", "native"], ["gateway", "probe"], ["gateway_legacy", "native"], ["gateway_legacy", "probe"],
+       ["probe_host", "probe"], ["gateway", "probe_host"]]
+    | map(select(.[0] as $a | .[1] as $b | $rounds | all(.[$a] and .[$b])))
+    | map({key: "\(.[0])/\(.[1])", value: (.[0] as $a | .[1] as $b | $rounds | map(.[$a] / .[$b]) | median * 1000 | round / 1000)})
+    | from_entries
+    ' "$OUT/runs.tsv" >"$OUT/paired.json"
+  jq --slurpfile paired "$OUT/paired.json" '.rps_ratios_paired_by_round = $paired[0]' "$OUT/medians.json" >"$OUT/medians.tmp"
+  mv "$OUT/medians.tmp" "$OUT/medians.json"
   jq --args '.configs |= with_entries(select(.key | IN($ARGS.positional[])) | .value |= del(.cpu_us, .cpu1_us))' \
     "${REPORTED[@]}" <"$OUT/medians.json" >"$OUT/results.json"
   echo
@@ -335,6 +349,9 @@ report() {
     "floor: P+hostcalls \(r($c.probe_host.rps / $c.probe.rps)) x P in req/s, \(r($c.probe_host.cpu_us / $c.probe.cpu_us)) x P in CPU/req," +
     " +\(d($c.probe_host.p50_us - $c.probe.p50_us)) us p50; C above it: \(d($c.gateway.cpu_us - $c.probe_host.cpu_us)) us CPU/req" +
     " (the filter'"'"'s own code), \(r($c.gateway.rps / $c.probe_host.rps)) x its req/s"' "$OUT/medians.json"
+  jq -r '.rps_ratios_paired_by_round | select(length > 0) |
+    "req/s ratios within each round, median over rounds: " + (to_entries | map("\(.key) \(.value)") | join(", "))' \
+    "$OUT/medians.json"
   echo "results: $OUT/results.json (every run: $OUT/runs.tsv)"
 }
 
