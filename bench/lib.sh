@@ -80,11 +80,12 @@ start_envoy() {
   local pid=$!
   PIDS+=("$pid")
   echo "$pid" >"$OUT/$name.pid"
-  local waited=0
+  # BENCH_READY_SECS: an Envoy under valgrind (bench/instructions.sh) takes a minute to start.
+  local waited=0 ready_secs=${BENCH_READY_SECS:-30}
   until [ -s "$address_file" ] && curl -sf "http://$(cat "$address_file")/ready" >/dev/null 2>&1; do
     kill -0 "$pid" 2>/dev/null || { tail -n 30 "$OUT/logs/$name.log" >&2; die "envoy $name exited"; }
     waited=$((waited + 1))
-    [ "$waited" -lt 300 ] || die "envoy $name not ready after 30 s (see $OUT/logs/$name.log)"
+    [ "$waited" -lt $((ready_secs * 10)) ] || die "envoy $name not ready after $ready_secs s (see $OUT/logs/$name.log)"
     sleep 0.1
   done
   ADMIN=$(cat "$address_file")

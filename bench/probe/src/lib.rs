@@ -143,8 +143,7 @@ impl Context for Probe {}
 impl HttpContext for Probe {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         if self.calls.pairs {
-            let headers = self.get_http_request_headers();
-            std::hint::black_box(&headers);
+            std::hint::black_box(header_map_bytes(HTTP_REQUEST_HEADERS));
         }
         if self.calls.clock {
             let _ = hostcalls::get_current_time();
@@ -176,7 +175,7 @@ impl HttpContext for Probe {
             let _ = hostcalls::get_shared_data("probe:epoch");
         }
         if self.calls.property {
-            self.set_property(vec!["mcp_audit"], Some(AUDIT_SIZED_LINE.as_bytes()));
+            set_audit_state(AUDIT_SIZED_LINE);
         }
         if self.calls.gateway_sets {
             std::hint::black_box((name, era));
@@ -193,8 +192,7 @@ impl HttpContext for Probe {
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         if self.calls.response {
-            let headers = self.get_http_response_headers();
-            std::hint::black_box(&headers);
+            std::hint::black_box(header_map_bytes(HTTP_RESPONSE_HEADERS));
         }
         if self.calls.status_read {
             let status = self.get_http_response_header(":status");
@@ -220,6 +218,41 @@ impl HttpContext for Probe {
             let _ = hostcalls::increment_metric(method, 1);
             let _ = hostcalls::record_metric(depth, 1);
         }
+    }
+}
+
+// The host calls as the gateway makes them, straight through the ABI: the SDK's getter would
+// also copy every name and value of a map into its own String, and its property setter builds
+// the path in two vectors, work of the SDK's that the gateway does not do and the floor must not
+// count.
+extern "C" {
+    fn proxy_get_header_map_pairs(map_type: u32, return_map_data: *mut *mut u8, return_map_size: *mut usize) -> u32;
+    fn proxy_set_property(path_data: *const u8, path_size: usize, value_data: *const u8, value_size: usize) -> u32;
+}
+
+const HTTP_REQUEST_HEADERS: u32 = 0;
+const HTTP_RESPONSE_HEADERS: u32 = 2;
+
+/// A header map as Envoy serializes it, unparsed.
+fn header_map_bytes(map_type: u32) -> Vec<u8> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size = 0usize;
+    // SAFETY: on success Envoy wrote `size` bytes into memory it obtained from this module's
+    // allocator (the SDK's `proxy_on_memory_allocate`, a leaked `Vec<u8>` of that capacity).
+    unsafe {
+        if proxy_get_header_map_pairs(map_type, &mut data, &mut size) != 0 || data.is_null() {
+            return Vec::new();
+        }
+        Vec::from_raw_parts(data, size, size)
+    }
+}
+
+/// The filter state `wasm.mcp_audit` (a one-part property path is its name as is).
+fn set_audit_state(value: &str) {
+    const PATH: &[u8] = b"mcp_audit";
+    // SAFETY: both pointers are valid for their lengths during the call; Envoy copies them.
+    unsafe {
+        proxy_set_property(PATH.as_ptr(), PATH.len(), value.as_ptr(), value.len());
     }
 }
 
