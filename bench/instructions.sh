@@ -9,8 +9,8 @@
 # Each configuration's proxy Envoy (one worker, as make bench) runs under callgrind on its own,
 # with the upstream outside valgrind. After a warm-up (so V8 has compiled and tiered up the
 # module), the count is zeroed; an idle spell prices Envoy's timers per second, then a measured
-# wrk run; per request = (measured count - timers over its duration) / requests. The count also
-# split by where the instructions ran: Envoy's binary (its C++, V8's runtime and builtins), the
+# wrk run; per request = (measured count - timers over its duration) / requests. The count is
+# also split by where the instructions ran: Envoy's binary (its C++, V8's runtime and builtins), the
 # C library, and the code V8 generated (the Wasm module compiled, and V8's call stubs).
 #
 #   ICOUNT_SECS=5 measured seconds, ICOUNT_CONNS=16 connections, ICOUNT_WARMUP=5 seconds
@@ -21,6 +21,8 @@ cd "$(dirname "$0")/.."
 BENCH_CONFIGS="${*:-bare native probe probe_host gateway gateway_legacy}"
 # shellcheck source=bench/run.sh
 . bench/run.sh
+# Its own folder, so that make bench's results stay.
+OUT=$PWD/target/instructions
 ICOUNT_SECS=${ICOUNT_SECS:-5} ICOUNT_CONNS=${ICOUNT_CONNS:-16} ICOUNT_WARMUP=${ICOUNT_WARMUP:-5}
 need valgrind valgrind
 need callgrind_annotate valgrind
