@@ -14,6 +14,8 @@
 #                    at BENCH_BASE_WASM: two builds A/B in one run), gateway_legacy_base (the same
 #                    Envoy as gateway_base, sending C-legacy's request)
 # Then, without Envoy, the filter's and the probe's Wasm code alone in V8 (bench/v8, Node.js).
+# Then each configuration counted in instructions per request under callgrind (bench/instructions.sh;
+# BENCH_INSTRUCTIONS=0 skips it).
 #   BENCH_AUDIT_SINK=access_log  the gateway's audit.sink (log: Envoy's log call per request)
 #   ENVOY_BIN        the Envoy to use (else .tools/envoy/envoy from `make setup`)
 #   BENCH_GATEWAY_WASM  the filter to measure (else the `make build` output)
@@ -273,10 +275,23 @@ measure_wasm_code() {
   V8_US=$(jq -n -c "${parts[@]}" '{gateway: $modern, gateway_legacy: $legacy, probe: $probe}')
 }
 
+# The same configurations counted in instructions per request under callgrind
+# (bench/instructions.sh, about 25 s each): ratios that the machine's other work does not move.
+# BENCH_INSTRUCTIONS=0 skips it.
+measure_instructions() {
+  INSTRUCTIONS=null
+  [ "${BENCH_INSTRUCTIONS:-1}" = 1 ] || return 0
+  echo "bench: counting instructions per request under callgrind"
+  "$BENCH_DIR/instructions.sh" "${CONFIGS[@]}" 2>&1 | grep -v '^sending command' >"$OUT/instructions.txt" ||
+    { cat "$OUT/instructions.txt" >&2; die "bench/instructions.sh failed"; }
+  INSTRUCTIONS=$(awk -F'\t' '{ printf "%s\"%s\": %d", (NR > 1 ? ", " : "{"), $1, ($3 - $4) / $2 } END { print "}" }' \
+    "$PWD/target/instructions/instructions.tsv")
+}
+
 # Medians over the rounds, results.json in the shape of issue 14, the table and the targets.
 report() {
   jq -R -s --argjson wasm "$(stat -c %s "$GATEWAY_WASM")" --argjson tasks "$TASKS_GROWTH" \
-    --argjson sessions "$SESSIONS_GROWTH" --argjson v8 "$V8_US" '
+    --argjson sessions "$SESSIONS_GROWTH" --argjson v8 "$V8_US" --argjson instructions "$INSTRUCTIONS" '
     def median: sort | if length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
     [split("\n")[] | select(length > 0) | split("\t")
       | {cfg: .[0], rps: (.[2] | tonumber), p50: (.[3] | tonumber), p99: (.[4] | tonumber), cpu: (.[5] | tonumber), cpu1: (.[6] | tonumber)}]
@@ -284,7 +299,7 @@ report() {
     | map({key: .[0].cfg, value: {rps: (map(.rps) | median | round), p50_us: (map(.p50) | median | round),
         p99_us: (map(.p99) | median | round), cpu_us: (map(.cpu) | median), cpu1_us: (map(.cpu1) | median)}})
     | {configs: from_entries, wasm_bytes: $wasm, rss_growth_100k_sessions_bytes: $sessions, rss_growth_100k_tasks_bytes: $tasks,
-       v8_wasm_us_per_request: $v8}
+       v8_wasm_us_per_request: $v8, instructions_per_request: $instructions}
     ' "$OUT/runs.tsv" >"$OUT/medians.json"
   # The same ratios taken within each round, then the median over rounds: a machine that slows
   # down between rounds moves both sides of a round's ratio, not one side of the medians'.
@@ -352,6 +367,15 @@ report() {
   jq -r '.rps_ratios_paired_by_round | select(length > 0) |
     "req/s ratios within each round, median over rounds: " + (to_entries | map("\(.key) \(.value)") | join(", "))' \
     "$OUT/medians.json"
+  if [ "$INSTRUCTIONS" != null ]; then
+    echo "instructions per request (callgrind, bench/instructions.sh):"
+    sed -n '/instr\/req/,/^every configuration/p' "$OUT/instructions.txt" | sed '$d'
+    jq -r '.instructions_per_request as $i | select($i.gateway and $i.native and $i.probe) |
+      def r($x): $x * 1000 | round / 1000;
+      "in instructions: C \(r($i.gateway / $i.native)) x B, \(r($i.gateway / $i.probe)) x P" +
+      (if $i.gateway_legacy then "; C-legacy \(r($i.gateway_legacy / $i.native)) x B, \(r($i.gateway_legacy / $i.probe)) x P" else "" end) +
+      (if $i.probe_host then "; floor P+hostcalls \(r($i.probe_host / $i.probe)) x P" else "" end)' "$OUT/medians.json"
+  fi
   echo "results: $OUT/results.json (every run: $OUT/runs.tsv)"
 }
 
@@ -384,6 +408,7 @@ main() {
   TASKS_GROWTH=null SESSIONS_GROWTH=null
   [ "$MEMORY_COUNT" = 0 ] || measure_memory
   measure_wasm_code
+  measure_instructions
   report
 }
 
