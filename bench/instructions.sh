@@ -25,7 +25,6 @@ BENCH_CONFIGS="${*:-bare native probe probe_host gateway gateway_legacy}"
 OUT=$PWD/target/instructions
 ICOUNT_SECS=${ICOUNT_SECS:-5} ICOUNT_CONNS=${ICOUNT_CONNS:-16} ICOUNT_WARMUP=${ICOUNT_WARMUP:-5}
 need valgrind valgrind
-need callgrind_annotate valgrind
 export BENCH_READY_SECS=${BENCH_READY_SECS:-300}
 
 # callgrind_dump PID FILE: dumps the process's count so far as FILE.N and prints that path.
@@ -95,9 +94,11 @@ for cfg in "${CONFIGS[@]}"; do
   read -r total envoy jit other < <(dump_counts "$(callgrind_dump "$pid" "$OUT/callgrind.$pid")")
   requests=$(field requests "$result")
   duration=$(field duration_us "$result")
-  # Envoy's timers over the measured run, at the idle rate.
+  # Envoy's timers over the measured run, at the idle rate, are not the requests' work.
   timers=$(awk -v i="$idle" -v t="$idle_us" -v d="$duration" 'BEGIN { printf "%d", i / t * d }')
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$cfg" "$requests" "$total" "$timers" "$envoy" "$jit" "$other" >>"$OUT/instructions.tsv"
+  per_request=$(((total - timers) / requests))
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$cfg" "$per_request" "$requests" "$total" "$timers" "$envoy" "$jit" "$other" \
+    >>"$OUT/instructions.tsv"
   printf 'bench: %-14s %6s requests, %12s instructions (timers %s)\n' "$cfg" "$requests" "$total" "$timers"
   # valgrind makes an idle Envoy slow too: stop each one as soon as no later configuration needs it.
   later=$(printf '%s\n' "${CONFIGS[@]}" | awk -v c="$cfg" 'found { print } $0 == c { found = 1 }')
@@ -111,10 +112,13 @@ awk -F'\t' -v labels="$(for c in "${CONFIGS[@]}"; do printf '%s=%s;' "$c" "${LAB
     printf "%-16s %9s %6s %9s | %9s %9s %9s\n", "", "instr/req", "x A", "+A", "envoy", "generated", "libc etc"
   }
   {
-    per = ($3 - $4) / $2
+    per = $2
     if (NR == 1) base = per
     # The split is of the whole count (timers included), scaled to the per-request figure.
-    f = per / $3
-    printf "%-16s %9d %6.2f %+9d | %9d %9d %9d\n", label[$1], per, per / base, per - base, $5 * f, $6 * f, $7 * f
+    f = per / $4
+    printf "%-16s %9d %6.2f %+9d | %9d %9d %9d\n", label[$1], per, per / base, per - base, $6 * f, $7 * f, $8 * f
   }' "$OUT/instructions.tsv"
+# Per request by configuration, for make bench's results.json.
+awk -F'\t' '{ printf "%s\"%s\": %d", (NR > 1 ? ", " : "{"), $1, $2 } END { print "}" }' "$OUT/instructions.tsv" \
+  >"$OUT/instructions.json"
 echo "every configuration: $OUT/instructions.tsv; callgrind dumps: $OUT/callgrind.*"

@@ -284,8 +284,7 @@ measure_instructions() {
   echo "bench: counting instructions per request under callgrind"
   "$BENCH_DIR/instructions.sh" "${CONFIGS[@]}" 2>&1 | grep -v '^sending command' >"$OUT/instructions.txt" ||
     { cat "$OUT/instructions.txt" >&2; die "bench/instructions.sh failed"; }
-  INSTRUCTIONS=$(awk -F'\t' '{ printf "%s\"%s\": %d", (NR > 1 ? ", " : "{"), $1, ($3 - $4) / $2 } END { print "}" }' \
-    "$PWD/target/instructions/instructions.tsv")
+  INSTRUCTIONS=$(cat "$PWD/target/instructions/instructions.json")
 }
 
 # Medians over the rounds, results.json in the shape of issue 14, the table and the targets.
@@ -294,27 +293,21 @@ report() {
     --argjson sessions "$SESSIONS_GROWTH" --argjson v8 "$V8_US" --argjson instructions "$INSTRUCTIONS" '
     def median: sort | if length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
     [split("\n")[] | select(length > 0) | split("\t")
-      | {cfg: .[0], rps: (.[2] | tonumber), p50: (.[3] | tonumber), p99: (.[4] | tonumber), cpu: (.[5] | tonumber), cpu1: (.[6] | tonumber)}]
+      | {cfg: .[0], round: .[1], rps: (.[2] | tonumber), p50: (.[3] | tonumber), p99: (.[4] | tonumber), cpu: (.[5] | tonumber), cpu1: (.[6] | tonumber)}]
+    # The req/s ratios also taken within each round, then the median over rounds: a machine that
+    # slows down for a round moves both sides of that round ratio, not one side of the medians.
+    | (group_by(.round) | map(map({key: .cfg, value: .rps}) | from_entries)) as $rounds
+    | ([["gateway", "native"], ["gateway", "probe"], ["gateway_legacy", "native"], ["gateway_legacy", "probe"],
+        ["probe_host", "probe"], ["gateway", "probe_host"]]
+       | map(.[0] as $a | .[1] as $b | select($rounds | all(.[$a] and .[$b]))
+             | {key: "\($a)/\($b)", value: ($rounds | map(.[$a] / .[$b]) | median * 1000 | round / 1000)})
+       | from_entries) as $paired
     | group_by(.cfg)
     | map({key: .[0].cfg, value: {rps: (map(.rps) | median | round), p50_us: (map(.p50) | median | round),
         p99_us: (map(.p99) | median | round), cpu_us: (map(.cpu) | median), cpu1_us: (map(.cpu1) | median)}})
     | {configs: from_entries, wasm_bytes: $wasm, rss_growth_100k_sessions_bytes: $sessions, rss_growth_100k_tasks_bytes: $tasks,
-       v8_wasm_us_per_request: $v8, instructions_per_request: $instructions}
+       v8_wasm_us_per_request: $v8, instructions_per_request: $instructions, rps_ratios_paired_by_round: $paired}
     ' "$OUT/runs.tsv" >"$OUT/medians.json"
-  # The same ratios taken within each round, then the median over rounds: a machine that slows
-  # down between rounds moves both sides of a round's ratio, not one side of the medians'.
-  jq -R -s '
-    def median: sort | if length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
-    [split("\n")[] | select(length > 0) | split("\t") | {cfg: .[0], round: .[1], rps: (.[2] | tonumber)}]
-    | group_by(.round) | map(map({key: .cfg, value: .rps}) | from_entries) as $rounds
-    | [["gateway", "native"], ["gateway", "probe"], ["gateway_legacy", "native"], ["gateway_legacy", "probe"],
-       ["probe_host", "probe"], ["gateway", "probe_host"]]
-    | map(select(.[0] as $a | .[1] as $b | $rounds | all(.[$a] and .[$b])))
-    | map({key: "\(.[0])/\(.[1])", value: (.[0] as $a | .[1] as $b | $rounds | map(.[$a] / .[$b]) | median * 1000 | round / 1000)})
-    | from_entries
-    ' "$OUT/runs.tsv" >"$OUT/paired.json"
-  jq --slurpfile paired "$OUT/paired.json" '.rps_ratios_paired_by_round = $paired[0]' "$OUT/medians.json" >"$OUT/medians.tmp"
-  mv "$OUT/medians.tmp" "$OUT/medians.json"
   jq --args '.configs |= with_entries(select(.key | IN($ARGS.positional[])) | .value |= del(.cpu_us, .cpu1_us))' \
     "${REPORTED[@]}" <"$OUT/medians.json" >"$OUT/results.json"
   echo
