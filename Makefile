@@ -14,10 +14,12 @@ setup:
 
 build: setup
 	cargo build -p filter --target wasm32-wasip1 --release
+	@# Only the callbacks the filter implements stay exported: Envoy calls each one per request.
+	cargo run -q --release -p wasm-exports -- $(WASM) filter/callbacks
 	@echo "filter.wasm: $$(stat -c %s $(WASM)) bytes ($(WASM))"
 
 unit:
-	cargo test -p filter
+	cargo test -p filter -p wasm-exports
 
 integration: build clients
 	cargo build -p integration --bins

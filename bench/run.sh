@@ -9,7 +9,8 @@
 #   BENCH_CONFIGS    which configurations to run, in order (default: the six of issue 14 and
 #                    probe_host, the probe making the gateway's host calls: the floor under C). For
 #                    diagnosis: probe:GROUPS
-#                    (some of them), gateway_nofilter and gateway_nolog (C without the audit
+#                    (some of them), probe_sdk (P with every callback exported, as the SDK
+#                    builds it), gateway_nofilter and gateway_nolog (C without the audit
 #                    logger's path filter, or without the logger), gateway_base (C with the filter
 #                    at BENCH_BASE_WASM: two builds A/B in one run), gateway_legacy_base (the same
 #                    Envoy as gateway_base, sending C-legacy's request)
@@ -29,7 +30,9 @@ ROUNDS=${BENCH_ROUNDS:-3}
 WARMUP=${BENCH_WARMUP:-1}
 MEMORY_COUNT=${BENCH_MEMORY_COUNT:-100000}
 GATEWAY_WASM=${BENCH_GATEWAY_WASM:-$PWD/target/wasm32-wasip1/release/filter.wasm}
-PROBE_WASM=$BENCH_DIR/probe/target/wasm32-wasip1/release/probe.wasm
+# The probe as cargo builds it, and two trimmed copies (see prepare).
+PROBE_BUILT=$BENCH_DIR/probe/target/wasm32-wasip1/release/probe.wasm
+PROBE_WASM=$OUT/probe.wasm PROBE_FLOOR_WASM=$OUT/probe-floor.wasm
 # shellcheck source=bench/lib.sh
 . "$BENCH_DIR/lib.sh"
 trap stop_all EXIT
@@ -38,19 +41,20 @@ trap 'exit 130' INT TERM
 # The configurations: the Envoy instance each runs on, the request it sends, its table label.
 REPORTED=(bare native probe gateway gateway_legacy gateway_cold)
 read -r -a CONFIGS <<<"${BENCH_CONFIGS:-bare native probe probe_host gateway gateway_legacy gateway_cold}"
-declare -A INSTANCE=([bare]=bare [native]=native [probe]=probe [probe_host]=probe_host [gateway]=gateway
+declare -A INSTANCE=([bare]=bare [native]=native [probe]=probe [probe_host]=probe_host [probe_sdk]=probe_sdk [gateway]=gateway
   [gateway_legacy]=gateway [gateway_cold]=gateway_cold [gateway_nofilter]=gateway_nofilter [gateway_nolog]=gateway_nolog [gateway_base]=gateway_base
   [gateway_legacy_base]=gateway_base)
-declare -A REQUEST=([bare]=modern [native]=modern [probe]=modern [probe_host]=modern [gateway]=modern
+declare -A REQUEST=([bare]=modern [native]=modern [probe]=modern [probe_host]=modern [probe_sdk]=modern [gateway]=modern
   [gateway_legacy]=legacy [gateway_cold]=modern [gateway_nofilter]=modern [gateway_nolog]=modern [gateway_base]=modern
   [gateway_legacy_base]=legacy)
-declare -A LABEL=([bare]="A bare" [native]="B native mcp" [probe]="P probe" [probe_host]="P+hostcalls"
+declare -A LABEL=([bare]="A bare" [native]="B native mcp" [probe]="P probe" [probe_host]="P+hostcalls" [probe_sdk]="P all exports"
   [gateway]="C gateway" [gateway_legacy]="C-legacy" [gateway_cold]="D cold" [gateway_nofilter]="C no log filter"
   [gateway_nolog]="C no audit log"
   [gateway_base]="C base build" [gateway_legacy_base]="C-legacy base build")
 # The Envoy instances: filters fragment (bench/envoy/filters/) and its settings.
-declare -A PROXY=([bare]="bare" [native]="native" [probe]="probe PROBE_MODE=floor"
-  [probe_host]="probe PROBE_MODE=hostcalls AUDIT_LOG=shipped" [gateway]="gateway CACHE_ENTRIES=10000"
+declare -A PROXY=([bare]="bare" [native]="native" [probe]="probe PROBE_MODE=floor PROBE_WASM=$PROBE_FLOOR_WASM"
+  [probe_host]="probe PROBE_MODE=hostcalls AUDIT_LOG=shipped" [probe_sdk]="probe PROBE_MODE=floor PROBE_WASM=$PROBE_BUILT"
+  [gateway]="gateway CACHE_ENTRIES=10000"
   [gateway_cold]="gateway CACHE_ENTRIES=0" [gateway_nofilter]="gateway CACHE_ENTRIES=10000 AUDIT_LOG=nofilter"
   [gateway_nolog]="gateway CACHE_ENTRIES=10000 AUDIT_LOG=none"
   [gateway_base]="gateway CACHE_ENTRIES=10000 GATEWAY_WASM=${BENCH_BASE_WASM:-} AUDIT_LOG=${BENCH_BASE_AUDIT_LOG:-shipped}")
@@ -74,6 +78,11 @@ prepare() {
   rm -rf "$OUT" && mkdir -p "$OUT/logs" "$OUT/config" "$OUT/requests"
   echo "bench: building the probe filter and the token tool"
   cargo build -q --release --target wasm32-wasip1 --manifest-path "$BENCH_DIR/probe/Cargo.toml"
+  # Trimmed as make build trims the gateway, so that the probe pays no call into V8 the gateway
+  # does not: the floor probe exports only what it implements, the others the gateway's set.
+  cp "$PROBE_BUILT" "$PROBE_WASM" && cp "$PROBE_BUILT" "$PROBE_FLOOR_WASM"
+  cargo run -q --release -p wasm-exports -- "$PROBE_WASM" "$BENCH_DIR/probe/callbacks" 2>/dev/null
+  cargo run -q --release -p wasm-exports -- "$PROBE_FLOOR_WASM" "$BENCH_DIR/probe/callbacks-floor" 2>/dev/null
   cargo build -q -p integration --bin mcp-token
   local keys=$OUT/keys
   target/debug/mcp-token keys --dir "$keys"

@@ -681,6 +681,18 @@ if (!allocate) fail('the module exports neither proxy_on_memory_allocate nor mal
 const abi = WebAssembly.Module.exports(module).map((e) => e.name).find((n) => n.startsWith('proxy_abi_version_'));
 if (abi !== 'proxy_abi_version_0_2_1') process.stderr.write(`v8 bench: warning: the module exports ${abi ?? 'no proxy_abi_version_*'}\n`);
 
+// As Envoy does, a callback the module does not export is skipped with its default answer
+// (continue; done): make build leaves only the callbacks a filter implements exported.
+const callback = (name, otherwise) => E[name] ?? (() => otherwise);
+const CB = {
+  vmStart: callback('proxy_on_vm_start', 1),
+  requestHeaders: callback('proxy_on_request_headers', 0),
+  requestBody: callback('proxy_on_request_body', 0),
+  responseHeaders: callback('proxy_on_response_headers', 0),
+  log: callback('proxy_on_log', undefined),
+  done: callback('proxy_on_done', 1),
+};
+
 function callRoot(fn, ...args) {
   stream = rootStream;
   return fn(...args);
@@ -690,7 +702,7 @@ try {
   if (E._initialize) E._initialize();
   else if (E._start) E._start();
   callRoot(E.proxy_on_context_create, ROOT_ID, 0);
-  if (!callRoot(E.proxy_on_vm_start, ROOT_ID, vmConfiguration.length)) fail('proxy_on_vm_start returned false');
+  if (!callRoot(CB.vmStart, ROOT_ID, vmConfiguration.length)) fail('proxy_on_vm_start returned false');
   if (!callRoot(E.proxy_on_configure, ROOT_ID, pluginConfig.length)) {
     fail(`proxy_on_configure returned false; the filter's last log lines:\n${lastLogs('  ')}`);
   }
@@ -747,7 +759,7 @@ function closeStream(ctx, s, h, b, r) {
 // Envoy calls proxy_on_tick on a timer (the filter asks for 200 ms): here every TICK_EVERY
 // requests, so that runs are deterministic (2000 requests: about 200 ms of a worker at 10k req/s).
 function maybeTick() {
-  if (TICK_EVERY > 0 && ++sinceTick >= TICK_EVERY) {
+  if (E.proxy_on_tick && TICK_EVERY > 0 && ++sinceTick >= TICK_EVERY) {
     sinceTick = 0;
     stream = rootStream;
     E.proxy_on_tick(ROOT_ID);
@@ -762,15 +774,15 @@ function runRequest(request, response) {
   stream = rootStream;
   E.proxy_on_context_create(ctx, ROOT_ID);
   stream = s;
-  const h = E.proxy_on_request_headers(ctx, s.maps[0].pairs.length, 0);
+  const h = CB.requestHeaders(ctx, s.maps[0].pairs.length, 0);
   stream = s;
-  const b = E.proxy_on_request_body(ctx, request.body.length, 1);
+  const b = CB.requestBody(ctx, request.body.length, 1);
   stream = s;
-  const r = E.proxy_on_response_headers(ctx, s.maps[2].pairs.length, 0);
+  const r = CB.responseHeaders(ctx, s.maps[2].pairs.length, 0);
   stream = s;
-  E.proxy_on_log(ctx);
+  CB.log(ctx);
   stream = s;
-  if (E.proxy_on_done(ctx)) {
+  if (CB.done(ctx)) {
     stream = s;
     E.proxy_on_delete(ctx);
   }
@@ -798,12 +810,12 @@ function runRequestTimed(request, response) {
     return result;
   };
   timed('context_create', rootStream, () => E.proxy_on_context_create(ctx, ROOT_ID));
-  const h = timed('request_headers', s, () => E.proxy_on_request_headers(ctx, s.maps[0].pairs.length, 0));
-  const b = timed('request_body', s, () => E.proxy_on_request_body(ctx, request.body.length, 1));
-  const r = timed('response_headers', s, () => E.proxy_on_response_headers(ctx, s.maps[2].pairs.length, 0));
-  timed('log', s, () => E.proxy_on_log(ctx));
+  const h = timed('request_headers', s, () => CB.requestHeaders(ctx, s.maps[0].pairs.length, 0));
+  const b = timed('request_body', s, () => CB.requestBody(ctx, request.body.length, 1));
+  const r = timed('response_headers', s, () => CB.responseHeaders(ctx, s.maps[2].pairs.length, 0));
+  timed('log', s, () => CB.log(ctx));
   timed('done_delete', s, () => {
-    if (E.proxy_on_done(ctx)) {
+    if (CB.done(ctx)) {
       stream = s;
       E.proxy_on_delete(ctx);
     }
