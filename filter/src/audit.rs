@@ -182,13 +182,28 @@ fn push_member(out: &mut String, key: &str, value: &str) {
 
 /// A JSON string, escaped as serde_json escapes (quote, backslash, control characters).
 fn push_json_str(out: &mut String, value: &str) {
-    if value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    if !needs_escape(value.as_bytes()) {
         out.push('"');
         out.push_str(value);
         out.push('"');
     } else {
         out.push_str(&serde_json::to_string(value).unwrap_or_default());
     }
+}
+
+/// Whether any byte is a control character, a quote or a backslash: eight bytes at a time, as
+/// the audit values are mostly ids and names tens of bytes long.
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    // A byte of `x` is zero, or below `n` (for n <= 0x80), exactly where the result's high bit is set.
+    let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH;
+    let mut words = bytes.chunks_exact(8);
+    let hit = words.by_ref().any(|w| {
+        let x = u64::from_ne_bytes(w.try_into().expect("8 bytes"));
+        below(x, 0x20) | below(x ^ (ONES * u64::from(b'"')), 1) | below(x ^ (ONES * u64::from(b'\\')), 1) != 0
+    });
+    hit || words.remainder().iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 #[cfg(test)]
@@ -206,6 +221,41 @@ mod tests {
         };
         for r in [Record::default(), plain, tricky] {
             assert_eq!(r.json(), serde_json::to_string(&r).unwrap());
+        }
+    }
+
+    #[test]
+    fn escapes_are_found_at_every_position_of_a_word() {
+        for len in 0..20 {
+            let plain = "a".repeat(len);
+            assert!(!needs_escape(plain.as_bytes()), "{len}");
+            for at in 0..len {
+                for bad in [b'"', b'\\', 0x00, 0x1f, b'\n'] {
+                    let mut bytes = plain.clone().into_bytes();
+                    bytes[at] = bad;
+                    assert!(needs_escape(&bytes), "{len} {at} {bad:#x}");
+                }
+                // Bytes next to the forbidden ones, and high bytes of UTF-8, need no escape.
+                for fine in [0x20, b'!', b'#', b'[', b']', 0x7f, 0x80, 0xff] {
+                    let mut bytes = plain.clone().into_bytes();
+                    bytes[at] = fine;
+                    assert!(!needs_escape(&bytes), "{len} {at} {fine:#x}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_word_check_agrees_with_the_byte_check_on_every_pair_of_bytes() {
+        let scalar = |bytes: &[u8]| bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\');
+        for background in [b'a', 0x21, 0x5d, 0xff] {
+            for a in 0..=255u8 {
+                for b in 0..=255u8 {
+                    let mut word = [background; 8];
+                    (word[3], word[4]) = (a, b);
+                    assert_eq!(needs_escape(&word), scalar(&word), "{background:#x} {a:#x} {b:#x}");
+                }
+            }
         }
     }
 
