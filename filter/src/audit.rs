@@ -196,7 +196,8 @@ fn push_json_str(out: &mut String, value: &str) {
 fn needs_escape(bytes: &[u8]) -> bool {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-    // A byte of `x` is zero, or below `n` (for n <= 0x80), exactly where the result's high bit is set.
+    // Nonzero exactly when some byte of `x` is below `n` (n <= 0x80): the has-less-than test,
+    // whose borrows can mark bytes above the first hit, never a word with none.
     let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH;
     let mut words = bytes.chunks_exact(8);
     let hit = words.by_ref().any(|w| {
