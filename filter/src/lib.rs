@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod agreement;
 pub mod audit;
+pub mod bytes;
 pub mod cache;
 pub mod config;
 pub mod delegation;
