@@ -17,8 +17,8 @@ pub unsafe fn compare(a: *const u8, b: *const u8, n: usize) -> i32 {
         // SAFETY: at + 8 <= n, and the caller vouches for n bytes at each pointer.
         let (x, y) = unsafe { (a.add(at).cast::<u64>().read_unaligned(), b.add(at).cast::<u64>().read_unaligned()) };
         if x != y {
-            // The first unequal byte in memory order is the lowest set byte of a little-endian
-            // word (wasm32 and x86 are little-endian).
+            // Read as little-endian words, the first unequal byte in memory order is the
+            // lowest unequal byte of the words.
             let first = (u64::from_le(x) ^ u64::from_le(y)).trailing_zeros() as usize / 8;
             at += first;
             break;
@@ -39,6 +39,7 @@ pub unsafe fn compare(a: *const u8, b: *const u8, n: usize) -> i32 {
 /// The C library's `memcmp`, in place of wasi-libc's: the linker takes a symbol the program
 /// defines before it looks into libc. Slices' `==` and `cmp` in the core and its dependencies
 /// come here.
+///
 /// Not inlined: with LTO every slice comparison would take a copy (36 KB of code), and the
 /// module's code falls out of the CPU caches between callbacks as it is.
 #[cfg(target_arch = "wasm32")]
