@@ -17,12 +17,8 @@ fn export_of(method: &str) -> String {
 fn the_exported_callbacks_are_the_implemented_ones() {
     let dir = env!("CARGO_MANIFEST_DIR");
     let glue = std::fs::read_to_string(format!("{dir}/src/lib.rs")).unwrap();
-    let listed: BTreeSet<String> = std::fs::read_to_string(format!("{dir}/callbacks"))
-        .unwrap()
-        .lines()
-        .map(|l| l.split('#').next().unwrap().trim().to_string())
-        .filter(|l| !l.is_empty())
-        .collect();
+    let list = std::fs::read_to_string(format!("{dir}/callbacks")).unwrap();
+    let listed: BTreeSet<String> = wasm_exports::listed(&list).into_iter().map(String::from).collect();
     let mut implemented: BTreeSet<String> = glue
         .split("fn on_")
         .skip(1)

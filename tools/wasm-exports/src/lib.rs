@@ -35,6 +35,12 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// The callbacks a list names: one per line, `#` to the end of a line a comment. The filter's
+/// test of its list against `lib.rs` reads it with this too, so both see the same names.
+pub fn listed(text: &str) -> Vec<&str> {
+    text.lines().map(|l| l.split('#').next().unwrap_or("").trim()).filter(|l| !l.is_empty()).collect()
+}
+
 const CALLBACK_PREFIX: &str = "proxy_on_";
 const EXPORT_SECTION: u8 = 7;
 
@@ -167,6 +173,11 @@ mod tests {
         let err = trim(&module(&["proxy_on_log"]), &["proxy_on_log", "proxy_on_tick"]).unwrap_err();
         assert_eq!(err, Error::Missing("proxy_on_tick".into()));
         assert!(err.to_string().contains("proxy_on_tick"));
+    }
+
+    #[test]
+    fn lists_skip_comments_and_blank_lines() {
+        assert_eq!(listed("# head\n\nproxy_on_log  # why\n  proxy_on_tick\n#proxy_on_done\n"), ["proxy_on_log", "proxy_on_tick"]);
     }
 
     #[test]

@@ -20,7 +20,7 @@ fn main() -> ExitCode {
 
 fn run(module: &str, callbacks: &str) -> Result<(), String> {
     let list = std::fs::read_to_string(callbacks).map_err(|e| format!("{callbacks}: {e}"))?;
-    let keep: Vec<&str> = list.lines().map(|l| l.split('#').next().unwrap_or("").trim()).filter(|l| !l.is_empty()).collect();
+    let keep = wasm_exports::listed(&list);
     let bytes = std::fs::read(module).map_err(|e| format!("{module}: {e}"))?;
     let (trimmed, removed) = wasm_exports::trim(&bytes, &keep).map_err(|e| format!("{module}: {e}"))?;
     if removed.is_empty() {
