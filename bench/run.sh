@@ -69,6 +69,14 @@ for cfg in "${CONFIGS[@]}"; do
   [[ ,${cfg#probe:}, != *,property,* ]] || PROXY[${INSTANCE[$cfg]}]+=" AUDIT_LOG=shipped"
 done
 
+# trimmed_probe COPY LIST: the built probe copied to COPY with only the callbacks of
+# bench/probe/LIST exported; the tool's report is shown only when it fails.
+trimmed_probe() {
+  local said
+  cp "$PROBE_BUILT" "$1"
+  said=$(cargo run -q --release -p wasm-exports -- "$1" "$BENCH_DIR/probe/$2" 2>&1) || { echo "$said" >&2; die "cannot trim $1"; }
+}
+
 prepare() {
   need wrk wrk
   need jq jq
@@ -80,9 +88,8 @@ prepare() {
   cargo build -q --release --target wasm32-wasip1 --manifest-path "$BENCH_DIR/probe/Cargo.toml"
   # Trimmed as make build trims the gateway, so that the probe pays no call into V8 the gateway
   # does not: the floor probe exports only what it implements, the others the gateway's set.
-  cp "$PROBE_BUILT" "$PROBE_WASM" && cp "$PROBE_BUILT" "$PROBE_FLOOR_WASM"
-  cargo run -q --release -p wasm-exports -- "$PROBE_WASM" "$BENCH_DIR/probe/callbacks" 2>/dev/null
-  cargo run -q --release -p wasm-exports -- "$PROBE_FLOOR_WASM" "$BENCH_DIR/probe/callbacks-floor" 2>/dev/null
+  trimmed_probe "$PROBE_WASM" callbacks
+  trimmed_probe "$PROBE_FLOOR_WASM" callbacks-floor
   cargo build -q -p integration --bin mcp-token
   local keys=$OUT/keys
   target/debug/mcp-token keys --dir "$keys"
