@@ -46,3 +46,14 @@ fn every_shipped_envoy_config_enables_stop_iteration_on_every_wasm_filter() {
     assert!(filters >= 2);
     assert_eq!(envoy.matches("allow_on_headers_stop_iteration: true").count(), filters);
 }
+
+#[test]
+fn the_module_envoy_loads_exports_only_the_listed_callbacks() {
+    // The integration tests run Envoy on this file: make build must have trimmed it, so that
+    // every test passing also shows that the callbacks left out are not needed.
+    let wasm = root().join("target/wasm32-wasip1/release/filter.wasm");
+    let module = std::fs::read(&wasm).unwrap_or_else(|e| panic!("{}: {e} (run make build)", wasm.display()));
+    let list = read("filter/callbacks");
+    let (_, removed) = wasm_exports::trim(&module, &wasm_exports::listed(&list)).expect("every listed callback is exported");
+    assert!(removed.is_empty(), "make build left these callbacks exported: {removed:?}");
+}
