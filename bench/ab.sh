@@ -6,9 +6,11 @@
 # shows, where interleaved runs (make bench) move by 5-10 % between rounds. AB_ALTERNATE=1 loads
 # them one after the other instead (16 connections, A then B in each round): no contention
 # between the two, more rounds needed. AB_CONNS sets the connections per wrk (8, or 16 when
-# alternating): AB_CONNS=1 prices a request on its own critical path, as the p50 runs do.
+# alternating): AB_CONNS=1 prices a request on its own critical path, as the p50 runs do. Each
+# configuration sends its own request kind (C-legacy its sealed-session call, B the modern one).
 #
 #   bench/ab.sh gateway gateway_nolog                  # what the audit access log costs
+#   bench/ab.sh gateway_legacy native                  # C-legacy against Envoy's native filter
 #   BENCH_BASE_WASM=old.wasm bench/ab.sh gateway gateway_base   # this build against another
 set -euo pipefail
 cd "$(dirname "$0")/.."
