@@ -28,33 +28,6 @@ for instance in $(instances); do
   start_proxy "$instance"
 done
 [[ " ${REQUEST[$A]} ${REQUEST[$B]} " != *" legacy "* ]] || open_session
-# Each sends its own request kind, so that C-legacy pairs with B as make bench compares them.
-file_a=$OUT/requests/${REQUEST[$A]}.http file_b=$OUT/requests/${REQUEST[$B]}.http
-pid_a=$(cat "$OUT/${INSTANCE[$A]}.pid") pid_b=$(cat "$OUT/${INSTANCE[$B]}.pid")
-wrk_run 2 8 "$(url "${INSTANCE[$A]}")" post.lua "$file_a" >/dev/null
-wrk_run 2 8 "$(url "${INSTANCE[$B]}")" post.lua "$file_b" >/dev/null
-: >"$OUT/ab.tsv"
-for round in $(seq 1 "$AB_ROUNDS"); do
-  ticks_a=$(cpu_ticks "$pid_a") ticks_b=$(cpu_ticks "$pid_b")
-  if [ "${AB_ALTERNATE:-0}" = 1 ]; then
-    wrk_run "$AB_SECS" "$AB_CONNS" "$(url "${INSTANCE[$A]}")" post.lua "$file_a" >"$OUT/ab-a.txt"
-    wrk_run "$AB_SECS" "$AB_CONNS" "$(url "${INSTANCE[$B]}")" post.lua "$file_b" >"$OUT/ab-b.txt"
-  else
-    wrk_run "$AB_SECS" "$AB_CONNS" "$(url "${INSTANCE[$A]}")" post.lua "$file_a" >"$OUT/ab-a.txt" &
-    load_a=$!
-    wrk_run "$AB_SECS" "$AB_CONNS" "$(url "${INSTANCE[$B]}")" post.lua "$file_b" >"$OUT/ab-b.txt" &
-    load_b=$!
-    # Not a bare `wait`: the Envoys are this shell's children too.
-    wait "$load_a" "$load_b"
-  fi
-  awk -v ta=$(($(cpu_ticks "$pid_a") - ticks_a)) -v tb=$(($(cpu_ticks "$pid_b") - ticks_b)) \
-    -v na="$(field requests "$(cat "$OUT/ab-a.txt")")" -v nb="$(field requests "$(cat "$OUT/ab-b.txt")")" \
-    -v hz="$(getconf CLK_TCK)" -v a="$A" -v b="$B" -v r="$round" 'BEGIN {
-      ca = ta * 1e6 / hz / na; cb = tb * 1e6 / hz / nb
-      printf "ab: round %d  %s %.1f us/req (%d req)  %s %.1f us/req (%d req)  difference %+.1f us\n", r, a, ca, na, b, cb, nb, ca - cb
-      printf "%.2f\n", ca - cb > "/dev/stderr"
-    }' 2>>"$OUT/ab.tsv"
-done
-sort -n "$OUT/ab.tsv" | awk -v a="$A" -v b="$B" '{ d[NR] = $1 } END {
-  m = NR % 2 ? d[(NR + 1) / 2] : (d[NR / 2] + d[NR / 2 + 1]) / 2
-  printf "ab: %s costs %+.1f us of proxy CPU per request against %s (median of %d paired rounds)\n", a, m, b, NR }'
+paired_rounds "$A" "$B" "$AB_SECS" "$AB_ROUNDS" "$AB_CONNS" "${AB_ALTERNATE:-0}"
+paired_summary "$A" "$B" | jq -r --arg a "$A" --arg b "$B" \
+  '"ab: \($a) costs \(.cpu_us_difference | if . >= 0 then "+\(.)" else "\(.)" end) us of proxy CPU per request against \($b) (median of \(.rounds) paired rounds; \($b)/\($a) CPU \(.cpu_ratio_b_over_a))"'

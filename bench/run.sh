@@ -237,6 +237,52 @@ measured_run() {
     'BEGIN { printf "%s cpu_us=%.1f\n", r, t * 1e6 / hz / n }'
 }
 
+# paired_rounds A B SECONDS ROUNDS CONNECTIONS [ALTERNATE]: configurations A and B (running, each
+# sending its own request kind) loaded at the same time, or one after the other with ALTERNATE=1.
+# Per round it prints both proxies' CPU us per request and their difference, and appends
+# "difference cpu_a cpu_b" to $OUT/paired-A-B.tsv: whatever else the machine does hits both alike.
+paired_rounds() {
+  local a=$1 b=$2 secs=$3 rounds=$4 conns=$5 alternate=${6:-0} round ticks_a ticks_b load_a load_b
+  local url_a url_b file_a file_b pid_a pid_b tsv=$OUT/paired-$1-$2.tsv
+  url_a=$(url "${INSTANCE[$a]}") url_b=$(url "${INSTANCE[$b]}")
+  file_a=$OUT/requests/${REQUEST[$a]}.http file_b=$OUT/requests/${REQUEST[$b]}.http
+  pid_a=$(cat "$OUT/${INSTANCE[$a]}.pid") pid_b=$(cat "$OUT/${INSTANCE[$b]}.pid")
+  wrk_run 2 "$conns" "$url_a" post.lua "$file_a" >/dev/null
+  wrk_run 2 "$conns" "$url_b" post.lua "$file_b" >/dev/null
+  : >"$tsv"
+  for round in $(seq 1 "$rounds"); do
+    ticks_a=$(cpu_ticks "$pid_a") ticks_b=$(cpu_ticks "$pid_b")
+    if [ "$alternate" = 1 ]; then
+      wrk_run "$secs" "$conns" "$url_a" post.lua "$file_a" >"$OUT/paired-a.txt"
+      wrk_run "$secs" "$conns" "$url_b" post.lua "$file_b" >"$OUT/paired-b.txt"
+    else
+      wrk_run "$secs" "$conns" "$url_a" post.lua "$file_a" >"$OUT/paired-a.txt" &
+      load_a=$!
+      wrk_run "$secs" "$conns" "$url_b" post.lua "$file_b" >"$OUT/paired-b.txt" &
+      load_b=$!
+      # Not a bare `wait`: the Envoys are this shell's children too.
+      wait "$load_a" "$load_b"
+    fi
+    awk -v ta=$(($(cpu_ticks "$pid_a") - ticks_a)) -v tb=$(($(cpu_ticks "$pid_b") - ticks_b)) \
+      -v na="$(field requests "$(cat "$OUT/paired-a.txt")")" -v nb="$(field requests "$(cat "$OUT/paired-b.txt")")" \
+      -v hz="$(getconf CLK_TCK)" -v a="$a" -v b="$b" -v r="$round" 'BEGIN {
+        ca = ta * 1e6 / hz / na; cb = tb * 1e6 / hz / nb
+        printf "paired: round %d  %s %.1f us/req (%d req)  %s %.1f us/req (%d req)  difference %+.1f us\n", r, a, ca, na, b, cb, nb, ca - cb
+        printf "%.2f\t%.2f\t%.2f\n", ca - cb, ca, cb > "/dev/stderr"
+      }' 2>>"$tsv"
+  done
+}
+
+# paired_summary A B: the medians over paired_rounds' rounds as JSON: the difference in CPU us
+# per request, and B's CPU over A's (what A's throughput is as a share of B's, for a proxy
+# bound by its one worker's CPU).
+paired_summary() {
+  jq -R -s -c 'def median: sort | if length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+    [split("\n")[] | select(length > 0) | split("\t") | map(tonumber)]
+    | {cpu_us_difference: (map(.[0]) | median * 10 | round / 10), cpu_ratio_b_over_a: (map(.[2] / .[1]) | median * 1000 | round / 1000), rounds: length}' \
+    "$OUT/paired-$1-$2.tsv"
+}
+
 # A proxy that opens an upstream connection per request measures TCP set-up, not filters.
 check_connection_reuse() {
   local instance stats connections requests
@@ -275,6 +321,20 @@ measure_memory() {
   kill "$pid"
 }
 
+# C and C-legacy each paired with B (paired_rounds, 8 connections each): a verdict on the
+# 0.95 x B target that a round's drift does not move, as the interleaved medians' does.
+# BENCH_PAIRED_ROUNDS (5; 0 skips it) rounds of BENCH_PAIRED_SECONDS (8).
+measure_paired() {
+  PAIRED={}
+  local a rounds=${BENCH_PAIRED_ROUNDS:-5}
+  [ "$rounds" != 0 ] || return 0
+  for a in gateway gateway_legacy; do
+    [[ " ${CONFIGS[*]} " == *" $a "* && " ${CONFIGS[*]} " == *" native "* ]] || continue
+    paired_rounds "$a" native "${BENCH_PAIRED_SECONDS:-8}" "$rounds" 8
+    PAIRED=$(jq -c --arg k "$a/native" --argjson v "$(paired_summary "$a" native)" '.[$k] = $v' <<<"$PAIRED")
+  done
+}
+
 # The filter's own Wasm code per request in V8 without Envoy (bench/v8): how much of C's cost
 # is the filter's code, and how much Envoy's side of its host calls and access log.
 measure_wasm_code() {
@@ -306,7 +366,7 @@ measure_instructions() {
 # Medians over the rounds, results.json in the shape of issue 14, the table and the targets.
 report() {
   jq -R -s --argjson wasm "$(stat -c %s "$GATEWAY_WASM")" --argjson tasks "$TASKS_GROWTH" \
-    --argjson sessions "$SESSIONS_GROWTH" --argjson v8 "$V8_US" --argjson instructions "$INSTRUCTIONS" '
+    --argjson sessions "$SESSIONS_GROWTH" --argjson v8 "$V8_US" --argjson instructions "$INSTRUCTIONS" --argjson cpu_paired "$PAIRED" '
     def median: sort | if length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
     [split("\n")[] | select(length > 0) | split("\t")
       | {cfg: .[0], round: .[1], rps: (.[2] | tonumber), p50: (.[3] | tonumber), p99: (.[4] | tonumber), cpu: (.[5] | tonumber), cpu1: (.[6] | tonumber)}]
@@ -322,7 +382,8 @@ report() {
     | map({key: .[0].cfg, value: {rps: (map(.rps) | median | round), p50_us: (map(.p50) | median | round),
         p99_us: (map(.p99) | median | round), cpu_us: (map(.cpu) | median), cpu1_us: (map(.cpu1) | median)}})
     | {configs: from_entries, wasm_bytes: $wasm, rss_growth_100k_sessions_bytes: $sessions, rss_growth_100k_tasks_bytes: $tasks,
-       v8_wasm_us_per_request: $v8, instructions_per_request: $instructions, rps_ratios_paired_by_round: $paired}
+       v8_wasm_us_per_request: $v8, instructions_per_request: $instructions, rps_ratios_paired_by_round: $paired,
+       cpu_paired_with_native: $cpu_paired}
     ' "$OUT/runs.tsv" >"$OUT/medians.json"
   jq --args '.configs |= with_entries(select(.key | IN($ARGS.positional[])) | .value |= del(.cpu_us, .cpu1_us))' \
     "${REPORTED[@]}" <"$OUT/medians.json" >"$OUT/results.json"
@@ -376,6 +437,10 @@ report() {
   jq -r '.rps_ratios_paired_by_round | select(length > 0) |
     "req/s ratios within each round, median over rounds: " + (to_entries | map("\(.key) \(.value)") | join(", "))' \
     "$OUT/medians.json"
+  jq -r '.cpu_paired_with_native | select(length > 0) | def mark($ok): if $ok then "met" else "MISSED" end;
+    "paired with B, both under load at once (medians over rounds): " +
+    (to_entries | map("\(.key | sub("/native$"; "")) \(.value.cpu_us_difference | if . >= 0 then "+\(.)" else "\(.)" end) us CPU/req," +
+      " so \(.value.cpu_ratio_b_over_a) x B in req/s (>= 0.95 \(mark(.value.cpu_ratio_b_over_a >= 0.95)))") | join("; "))' "$OUT/medians.json"
   if [ "$INSTRUCTIONS" != null ]; then
     echo "instructions per request (callgrind, bench/instructions.sh):"
     sed -n '/instr\/req/,/^every configuration/p' "$OUT/instructions.txt" | sed '$d'
@@ -413,6 +478,7 @@ main() {
   for round in $(seq 1 "$ROUNDS"); do
     measure_round "$round"
   done
+  measure_paired
   check_connection_reuse
   TASKS_GROWTH=null SESSIONS_GROWTH=null
   [ "$MEMORY_COUNT" = 0 ] || measure_memory
