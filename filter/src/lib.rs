@@ -4,6 +4,7 @@
 //! [`pipeline`], and applies the result. Decisions live in the modules below.
 
 pub mod admin;
+pub mod alloc;
 pub mod agreement;
 pub mod audit;
 pub mod bytes;
