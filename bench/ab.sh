@@ -29,5 +29,5 @@ for instance in $(instances); do
 done
 [[ " ${REQUEST[$A]} ${REQUEST[$B]} " != *" legacy "* ]] || open_session
 paired_rounds "$A" "$B" "$AB_SECS" "$AB_ROUNDS" "$AB_CONNS" "${AB_ALTERNATE:-0}"
-paired_summary "$A" "$B" | jq -r --arg a "$A" --arg b "$B" \
-  '"ab: \($a) costs \(.cpu_us_difference | if . >= 0 then "+\(.)" else "\(.)" end) us of proxy CPU per request against \($b) (median of \(.rounds) paired rounds; \($b)/\($a) CPU \(.cpu_ratio_b_over_a))"'
+paired_summary "$A" "$B" | jq -r --arg a "$A" --arg b "$B" "$JQ_DEFS"'
+  "ab: \($a) costs \(.cpu_us_difference | signed) us of proxy CPU per request against \($b) (median of \(.rounds) paired rounds; \($b)/\($a) CPU \(.cpu_ratio_b_over_a))"'

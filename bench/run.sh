@@ -237,6 +237,11 @@ measured_run() {
     'BEGIN { printf "%s cpu_us=%.1f\n", r, t * 1e6 / hz / n }'
 }
 
+# jq definitions the report and the paired runs share: the median of an array, and a number
+# with its sign (+4.9, -2.3).
+JQ_DEFS='def median: sort | if length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+  def signed: if . >= 0 then "+\(.)" else "\(.)" end;'
+
 # paired_rounds A B SECONDS ROUNDS CONNECTIONS [ALTERNATE]: configurations A and B (running, each
 # sending its own request kind) loaded at the same time, or one after the other with ALTERNATE=1.
 # Per round it prints both proxies' CPU us per request and their difference, and appends
@@ -277,7 +282,7 @@ paired_rounds() {
 # per request, and B's CPU over A's (what A's throughput is as a share of B's, for a proxy
 # bound by its one worker's CPU).
 paired_summary() {
-  jq -R -s -c 'def median: sort | if length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+  jq -R -s -c "$JQ_DEFS"'
     [split("\n")[] | select(length > 0) | split("\t") | map(tonumber)]
     | {cpu_us_difference: (map(.[0]) | median * 10 | round / 10), cpu_ratio_b_over_a: (map(.[2] / .[1]) | median * 1000 | round / 1000), rounds: length}' \
     "$OUT/paired-$1-$2.tsv"
@@ -366,8 +371,7 @@ measure_instructions() {
 # Medians over the rounds, results.json in the shape of issue 14, the table and the targets.
 report() {
   jq -R -s --argjson wasm "$(stat -c %s "$GATEWAY_WASM")" --argjson tasks "$TASKS_GROWTH" \
-    --argjson sessions "$SESSIONS_GROWTH" --argjson v8 "$V8_US" --argjson instructions "$INSTRUCTIONS" --argjson cpu_paired "$PAIRED" '
-    def median: sort | if length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+    --argjson sessions "$SESSIONS_GROWTH" --argjson v8 "$V8_US" --argjson instructions "$INSTRUCTIONS" --argjson cpu_paired "$PAIRED" "$JQ_DEFS"'
     [split("\n")[] | select(length > 0) | split("\t")
       | {cfg: .[0], round: .[1], rps: (.[2] | tonumber), p50: (.[3] | tonumber), p99: (.[4] | tonumber), cpu: (.[5] | tonumber), cpu1: (.[6] | tonumber)}]
     # The req/s ratios also taken within each round, then the median over rounds: a machine that
@@ -437,9 +441,9 @@ report() {
   jq -r '.rps_ratios_paired_by_round | select(length > 0) |
     "req/s ratios within each round, median over rounds: " + (to_entries | map("\(.key) \(.value)") | join(", "))' \
     "$OUT/medians.json"
-  jq -r '.cpu_paired_with_native | select(length > 0) | def mark($ok): if $ok then "met" else "MISSED" end;
+  jq -r "$JQ_DEFS"'.cpu_paired_with_native | select(length > 0) | def mark($ok): if $ok then "met" else "MISSED" end;
     "paired with B, both under load at once (medians over rounds): " +
-    (to_entries | map("\(.key | sub("/native$"; "")) \(.value.cpu_us_difference | if . >= 0 then "+\(.)" else "\(.)" end) us CPU/req," +
+    (to_entries | map("\(.key | sub("/native$"; "")) \(.value.cpu_us_difference | signed) us CPU/req," +
       " so \(.value.cpu_ratio_b_over_a) x B in req/s (>= 0.95 \(mark(.value.cpu_ratio_b_over_a >= 0.95)))") | join("; "))' "$OUT/medians.json"
   if [ "$INSTRUCTIONS" != null ]; then
     echo "instructions per request (callgrind, bench/instructions.sh):"
