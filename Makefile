@@ -6,7 +6,7 @@ SUB ?= alice
 SCOPE ?= files:read files:write reports:write
 TTL ?= 600
 
-.PHONY: setup build run test unit integration clients bench token envoy-yaml validate clean
+.PHONY: setup build run test unit integration clients bench bench-smoke token envoy-yaml validate clean
 
 setup:
 	@./scripts/setup-envoy.sh
@@ -42,7 +42,7 @@ $(CLIENTS_TS): integration/clients/ts/package.json integration/clients/ts/packag
 	cd integration/clients/ts && npm ci --no-audit --no-fund
 	touch $@
 
-test: unit integration
+test: unit integration bench-smoke
 
 run: build
 	cargo build -p integration --bins
@@ -56,6 +56,10 @@ envoy-yaml:
 
 bench: build
 	./bench/run.sh
+
+# make bench end to end in about two minutes: the harness and its report, not the targets.
+bench-smoke: build
+	./bench/smoke.sh
 
 clean:
 	cargo clean

@@ -13,7 +13,8 @@
 # also split by where the instructions ran: Envoy's binary (its C++, V8's runtime and builtins), the
 # C library, and the code V8 generated (the Wasm module compiled, and V8's call stubs).
 #
-#   ICOUNT_SECS=5 measured seconds, ICOUNT_CONNS=16 connections, ICOUNT_WARMUP=5 seconds
+#   ICOUNT_SECS=5 measured seconds, ICOUNT_CONNS=16 connections, ICOUNT_WARMUP=5 seconds,
+#   ICOUNT_OUT=target/instructions where the counts and dumps go
 #   (default configurations: bare native probe probe_host gateway gateway_legacy)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +23,7 @@ BENCH_CONFIGS="${*:-bare native probe probe_host gateway gateway_legacy}"
 # shellcheck source=bench/run.sh
 . bench/run.sh
 # Its own folder, so that make bench's results stay.
-OUT=$PWD/target/instructions
+OUT=${ICOUNT_OUT:-$PWD/target/instructions}
 ICOUNT_SECS=${ICOUNT_SECS:-5} ICOUNT_CONNS=${ICOUNT_CONNS:-16} ICOUNT_WARMUP=${ICOUNT_WARMUP:-5}
 need valgrind valgrind
 export BENCH_READY_SECS=${BENCH_READY_SECS:-300}

@@ -20,10 +20,12 @@
 #   BENCH_AUDIT_SINK=access_log  the gateway's audit.sink (log: Envoy's log call per request)
 #   ENVOY_BIN        the Envoy to use (else .tools/envoy/envoy from `make setup`)
 #   BENCH_GATEWAY_WASM  the filter to measure (else the `make build` output)
+#   BENCH_OUT        where results.json, the logs and every run go (target/bench)
+#   BENCH_V8_REQUESTS=50000  requests per pass of the V8-only measurement
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 BENCH_DIR=$PWD/bench
-OUT=$PWD/target/bench
+OUT=${BENCH_OUT:-$PWD/target/bench}
 ENVOY=${ENVOY_BIN:-$PWD/.tools/envoy/envoy}
 SECS=${BENCH_SECONDS:-5}
 ROUNDS=${BENCH_ROUNDS:-3}
@@ -349,7 +351,8 @@ measure_wasm_code() {
   for mode in modern legacy probe; do
     wasm=$GATEWAY_WASM
     [ "$mode" != probe ] || wasm=$PROBE_FLOOR_WASM
-    us=$(V8_BENCH_REPS=5 node "$BENCH_DIR/v8/run.mjs" "$wasm" "$mode" 50000 | tail -n1 | jq .us_per_request_median) ||
+    us=$(V8_BENCH_REPS=${V8_BENCH_REPS:-5} node "$BENCH_DIR/v8/run.mjs" "$wasm" "$mode" "${BENCH_V8_REQUESTS:-50000}" |
+      tail -n1 | jq .us_per_request_median) ||
       die "bench/v8/run.mjs $mode failed"
     parts+=(--argjson "$mode" "$us")
   done
@@ -365,7 +368,7 @@ measure_instructions() {
   echo "bench: counting instructions per request under callgrind"
   "$BENCH_DIR/instructions.sh" "${CONFIGS[@]}" 2>&1 | grep -v '^sending command' >"$OUT/instructions.txt" ||
     { cat "$OUT/instructions.txt" >&2; die "bench/instructions.sh failed"; }
-  INSTRUCTIONS=$(cat "$PWD/target/instructions/instructions.json")
+  INSTRUCTIONS=$(cat "${ICOUNT_OUT:-$PWD/target/instructions}/instructions.json")
 }
 
 # Medians over the rounds, results.json in the shape of issue 14, the table and the targets.
