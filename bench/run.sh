@@ -351,7 +351,7 @@ measure_wasm_code() {
   for mode in modern legacy probe; do
     wasm=$GATEWAY_WASM
     [ "$mode" != probe ] || wasm=$PROBE_FLOOR_WASM
-    us=$(V8_BENCH_REPS=${V8_BENCH_REPS:-5} node "$BENCH_DIR/v8/run.mjs" "$wasm" "$mode" "${BENCH_V8_REQUESTS:-50000}" |
+    us=$(BENCH_OUT=$OUT V8_BENCH_REPS=${V8_BENCH_REPS:-5} node "$BENCH_DIR/v8/run.mjs" "$wasm" "$mode" "${BENCH_V8_REQUESTS:-50000}" |
       tail -n1 | jq .us_per_request_median) ||
       die "bench/v8/run.mjs $mode failed"
     parts+=(--argjson "$mode" "$us")

@@ -10,7 +10,8 @@
 //
 // Environment: V8_BENCH_WARMUP (20000 requests), V8_BENCH_REPS (5), V8_BENCH_TICK_EVERY (2000
 // requests between two proxy_on_tick calls; 0: never), V8_BENCH_VERBOSE=1 (print every filter log),
-// V8_BENCH_EVICT_KB / V8_BENCH_EVICT_EACH (cold caches in the per-callback pass, see README).
+// V8_BENCH_EVICT_KB / V8_BENCH_EVICT_EACH (cold caches in the per-callback pass, see README),
+// BENCH_OUT (the folder of bench/run.sh's keys and requests, target/bench).
 //
 // The host side is a stub written in JS: header maps, buffers, properties and shared data kept in
 // JS objects, serialized into the module's memory the way Envoy's proxy-wasm host does (memory
@@ -25,7 +26,7 @@ import { fileURLToPath } from 'node:url';
 import { execFileSync } from 'node:child_process';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const BENCH = path.join(ROOT, 'target/bench');
+const BENCH = process.env.BENCH_OUT ?? path.join(ROOT, 'target/bench');
 
 // ---------------------------------------------------------------------------------------------
 // Arguments
@@ -82,7 +83,7 @@ function needBenchMaterial() {
     .filter((f) => !fs.existsSync(path.join(BENCH, f)));
   if (missing.length) {
     // Not run from here: bench/run.sh starts Envoy and wrk, and clears target/bench first.
-    fail(`missing target/bench/${missing[0]}; create the bench material once with\n` +
+    fail(`missing ${path.join(BENCH, missing[0])}; create the bench material once with\n` +
       `  bash -c 'cd ${ROOT} && BENCH_SECONDS=1 BENCH_ROUNDS=1 BENCH_MEMORY_COUNT=0 BENCH_CONFIGS=bare bash bench/run.sh'`);
   }
 }
