@@ -20,10 +20,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # run.sh defines the configurations it is given (probe:GROUPS among them) as it is sourced.
 BENCH_CONFIGS="${*:-bare native probe probe_host gateway gateway_legacy}"
+# Its own folder, so that make bench's results stay; set before run.sh derives its paths from it.
+BENCH_OUT=${ICOUNT_OUT:-$PWD/target/instructions}
 # shellcheck source=bench/run.sh
 . bench/run.sh
-# Its own folder, so that make bench's results stay.
-OUT=${ICOUNT_OUT:-$PWD/target/instructions}
 ICOUNT_SECS=${ICOUNT_SECS:-5} ICOUNT_CONNS=${ICOUNT_CONNS:-16} ICOUNT_WARMUP=${ICOUNT_WARMUP:-5}
 need valgrind valgrind
 export BENCH_READY_SECS=${BENCH_READY_SECS:-300}
