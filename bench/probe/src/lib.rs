@@ -10,7 +10,9 @@
 //! those calls cost in Envoy, the gap to the gateway is the gateway's own Wasm code. A
 //! comma-separated subset of the call groups (`headers,shared,property,response,gateway_sets`,
 //! the parts `pairs,clock,status_read,remove`, and `code,log,metrics` that the gateway does not
-//! make) measures one group at a time (`BENCH_CONFIGS="probe probe:pairs probe:clock"`).
+//! make) measures one group at a time (`BENCH_CONFIGS="probe probe:pairs probe:clock"`). The group
+//! `value` reads one request header by name: the price of any host call that returns data, against
+//! `shared`, one that returns nothing.
 
 use std::borrow::Cow;
 
@@ -65,6 +67,8 @@ struct Calls {
     clock: bool,
     status_read: bool,
     remove: bool,
+    /// One request header read by name (`x-request-id`).
+    value: bool,
     /// The response code read in `on_log`.
     code: bool,
     /// An audit-sized log line.
@@ -92,6 +96,7 @@ impl Calls {
                 "pairs" => calls.pairs = true,
                 "clock" => calls.clock = true,
                 "status_read" => calls.status_read = true,
+                "value" => calls.value = true,
                 "remove" => calls.remove = true,
                 "code" => calls.code = true,
                 "log" => calls.log = true,
@@ -147,6 +152,9 @@ impl HttpContext for Probe {
         }
         if self.calls.clock {
             let _ = hostcalls::get_current_time();
+        }
+        if self.calls.value {
+            std::hint::black_box(self.get_http_request_header("x-request-id"));
         }
         // Hold the headers until the body is read (needs `allow_on_headers_stop_iteration`).
         if end_of_stream {
