@@ -239,10 +239,12 @@ measured_run() {
     'BEGIN { printf "%s cpu_us=%.1f\n", r, t * 1e6 / hz / n }'
 }
 
-# jq definitions the report and the paired runs share: the median of an array, and a number
-# with its sign (+4.9, -2.3).
+# jq definitions the report and the paired runs share: the median of an array, a number with
+# its sign (+4.9, -2.3), rounding to one, two or three decimals, and a target's verdict.
 JQ_DEFS='def median: sort | if length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
-  def signed: if . >= 0 then "+\(.)" else "\(.)" end;'
+  def signed: if . >= 0 then "+\(.)" else "\(.)" end;
+  def d($x): $x * 10 | round / 10; def r($x): $x * 100 | round / 100; def r3($x): $x * 1000 | round / 1000;
+  def mark($ok): if $ok then "met" else "MISSED" end;'
 
 # paired_rounds A B SECONDS ROUNDS CONNECTIONS [ALTERNATE]: configurations A and B (running, each
 # sending its own request kind) loaded at the same time, or one after the other with ALTERNATE=1.
@@ -286,7 +288,7 @@ paired_rounds() {
 paired_summary() {
   jq -R -s -c "$JQ_DEFS"'
     [split("\n")[] | select(length > 0) | split("\t") | map(tonumber)]
-    | {cpu_us_difference: (map(.[0]) | median * 10 | round / 10), cpu_ratio_b_over_a: (map(.[2] / .[1]) | median * 1000 | round / 1000), rounds: length}' \
+    | {cpu_us_difference: d(map(.[0]) | median), cpu_ratio_b_over_a: r3(map(.[2] / .[1]) | median), rounds: length}' \
     "$OUT/paired-$1-$2.tsv"
 }
 
@@ -418,8 +420,7 @@ report() {
   jq -r 'select(.v8_wasm_us_per_request != null) | .v8_wasm_us_per_request |
     "wasm code alone in V8 (bench/v8, no Envoy), us per request: C \(.gateway), C-legacy \(.gateway_legacy), P \(.probe)"' \
     "$OUT/results.json"
-  jq -r '.configs as $c | select([$c[]] | length == 6) |
-    def r($x): $x * 100 | round / 100; def mark($ok): if $ok then "met" else "MISSED" end;
+  jq -r "$JQ_DEFS"'.configs as $c | select([$c[]] | length == 6) |
     ($c.gateway.p50_us - $c.bare.p50_us) as $gp | ($c.probe.p50_us - $c.bare.p50_us) as $pp |
     "targets: C rps \(r($c.gateway.rps / $c.native.rps)) x B (>= 0.95 \(mark($c.gateway.rps >= 0.95 * $c.native.rps))), " +
     "\(r($c.gateway.rps / $c.probe.rps)) x P (>= 0.90 \(mark($c.gateway.rps >= 0.9 * $c.probe.rps)))",
@@ -430,32 +431,29 @@ report() {
     "         memory: tasks \(mark(.rss_growth_100k_tasks_bytes <= 67108864)), sessions \(mark(.rss_growth_100k_sessions_bytes <= 67108864)) (<= 64 MiB each)" end' \
     "$OUT/results.json"
   # The proxy's own CPU per request moves less than req/s when other work shares the machine.
-  jq -r '.configs as $c | select($c.gateway and $c.native and $c.probe) |
-    def r($x): $x * 100 | round / 100;
+  jq -r "$JQ_DEFS"'.configs as $c | select($c.gateway and $c.native and $c.probe) |
     "cpu/req: C \(r($c.gateway.cpu_us / $c.native.cpu_us)) x B, \(r($c.gateway.cpu_us / $c.probe.cpu_us)) x P" +
     if $c.gateway_legacy then "; C-legacy \(r($c.gateway_legacy.cpu_us / $c.native.cpu_us)) x B, \(r($c.gateway_legacy.cpu_us / $c.probe.cpu_us)) x P" else "" end +
     " (proxy CPU per request at 16 connections)"' "$OUT/medians.json"
   # What the host calls alone allow: no filter making the gateway's calls can do better than this.
-  jq -r '.configs as $c | select($c.probe_host and $c.probe and $c.gateway) |
-    def r($x): $x * 100 | round / 100; def d($x): $x * 10 | round / 10;
+  jq -r "$JQ_DEFS"'.configs as $c | select($c.probe_host and $c.probe and $c.gateway) |
     "floor: P+hostcalls \(r($c.probe_host.rps / $c.probe.rps)) x P in req/s, \(r($c.probe_host.cpu_us / $c.probe.cpu_us)) x P in CPU/req," +
     " +\(d($c.probe_host.p50_us - $c.probe.p50_us)) us p50; C above it: \(d($c.gateway.cpu_us - $c.probe_host.cpu_us)) us CPU/req" +
     " (the filter'"'"'s own code), \(r($c.gateway.rps / $c.probe_host.rps)) x its req/s"' "$OUT/medians.json"
   jq -r '.rps_ratios_paired_by_round | select(length > 0) |
     "req/s ratios within each round, median over rounds: " + (to_entries | map("\(.key) \(.value)") | join(", "))' \
     "$OUT/medians.json"
-  jq -r "$JQ_DEFS"'.cpu_paired_with_native | select(length > 0) | def mark($ok): if $ok then "met" else "MISSED" end;
+  jq -r "$JQ_DEFS"'.cpu_paired_with_native | select(length > 0) |
     "paired with B, both under load at once (medians over rounds): " +
     (to_entries | map("\(.key | sub("/native$"; "")) \(.value.cpu_us_difference | signed) us CPU/req," +
       " so \(.value.cpu_ratio_b_over_a) x B in req/s (>= 0.95 \(mark(.value.cpu_ratio_b_over_a >= 0.95)))") | join("; "))' "$OUT/medians.json"
   if [ "$INSTRUCTIONS" != null ]; then
     echo "instructions per request (callgrind, bench/instructions.sh):"
     sed -n '/instr\/req/,/^every configuration/p' "$OUT/instructions.txt" | sed '$d'
-    jq -r '.instructions_per_request as $i | select($i.gateway and $i.native and $i.probe) |
-      def r($x): $x * 1000 | round / 1000;
-      "in instructions: C \(r($i.gateway / $i.native)) x B, \(r($i.gateway / $i.probe)) x P" +
-      (if $i.gateway_legacy then "; C-legacy \(r($i.gateway_legacy / $i.native)) x B, \(r($i.gateway_legacy / $i.probe)) x P" else "" end) +
-      (if $i.probe_host then "; floor P+hostcalls \(r($i.probe_host / $i.probe)) x P" else "" end)' "$OUT/medians.json"
+    jq -r "$JQ_DEFS"'.instructions_per_request as $i | select($i.gateway and $i.native and $i.probe) |
+      "in instructions: C \(r3($i.gateway / $i.native)) x B, \(r3($i.gateway / $i.probe)) x P" +
+      (if $i.gateway_legacy then "; C-legacy \(r3($i.gateway_legacy / $i.native)) x B, \(r3($i.gateway_legacy / $i.probe)) x P" else "" end) +
+      (if $i.probe_host then "; floor P+hostcalls \(r3($i.probe_host / $i.probe)) x P" else "" end)' "$OUT/medians.json"
   fi
   echo "results: $OUT/results.json (every run: $OUT/runs.tsv)"
 }

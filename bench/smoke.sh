@@ -11,11 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=$PWD/target/bench-smoke
 results=$OUT/results.json
-
-die() {
-  echo "bench smoke: $*" >&2
-  exit 1
-}
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 BENCH_OUT=$OUT BENCH_SECONDS=1 BENCH_ROUNDS=1 BENCH_WARMUP=1 BENCH_PAIRED_ROUNDS=1 BENCH_PAIRED_SECONDS=1 \
   BENCH_MEMORY_COUNT=2000 BENCH_V8_REQUESTS=5000 V8_BENCH_WARMUP=2000 V8_BENCH_REPS=1 BENCH_INSTRUCTIONS=0 \
