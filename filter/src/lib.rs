@@ -345,6 +345,14 @@ mod glue {
     impl Context for Exchange {}
 
     impl Exchange {
+        /// The whole body is in Envoy's buffer: read up to `max_size` of it and decide.
+        fn body_phase(&mut self, pending: Pending, max_size: usize) -> Action {
+            let body = self.get_http_request_body(0, max_size).unwrap_or_default();
+            let gateway = self.gateway.clone();
+            let step = pipeline::on_body(&mut gateway.borrow_mut(), &self.host, &self.headers.pairs(), pending, &body, &mut self.record);
+            self.run(step)
+        }
+
         fn apply(&self, edits: &Edits) {
             for name in &edits.remove {
                 self.set_http_request_header(name, None);
@@ -389,19 +397,25 @@ mod glue {
 
         fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
             let Some(pending) = self.pending.take() else { return Action::Continue };
-            let gateway = self.gateway.clone();
-            let mut gw = gateway.borrow_mut();
-            let step = if body_size > gw.config.max_body_bytes {
-                pipeline::body_too_large(&gw.config, &mut self.record)
-            } else if !end_of_stream {
+            if body_size > self.gateway.borrow().config.max_body_bytes {
+                let step = pipeline::body_too_large(&self.gateway.borrow().config, &mut self.record);
+                return self.run(step);
+            }
+            if !end_of_stream {
                 self.pending = Some(pending);
                 return Action::Pause;
-            } else {
-                let body = self.get_http_request_body(0, body_size).unwrap_or_default();
-                pipeline::on_body(&mut gw, &self.host, &self.headers.pairs(), pending, &body, &mut self.record)
-            };
-            drop(gw);
-            self.run(step)
+            }
+            self.body_phase(pending, body_size)
+        }
+
+        /// A request may end with trailers instead of a last data frame (HTTP/2, or HTTP/1.1
+        /// chunked with trailers enabled): that is its end of body. Without this callback Envoy
+        /// would forward the held request unchecked.
+        fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+            let Some(pending) = self.pending.take() else { return Action::Continue };
+            // One byte past the limit tells an oversized body from one at the limit.
+            let limit = self.gateway.borrow().config.max_body_bytes;
+            self.body_phase(pending, limit + 1)
         }
 
         fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {

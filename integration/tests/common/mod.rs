@@ -129,23 +129,39 @@ pub async fn nth_audit(gw: &Gateway, index: usize) -> Value {
     nth().expect("found above")
 }
 
-/// The bearer tokens of the last requests every backend replica received.
-pub async fn backend_bearer_tokens(gw: &Gateway) -> Vec<String> {
-    let mut tokens = Vec::new();
+/// The last requests every backend replica received, as `/_debug/last_requests` shows them.
+pub async fn backend_last_requests(gw: &Gateway) -> Vec<Value> {
+    let mut all = Vec::new();
     for i in 0..3 {
         let requests: Vec<Value> =
             reqwest::get(gw.backend_url(i, "/_debug/last_requests")).await.expect("last requests").json().await.expect("JSON");
-        for request in requests {
-            let headers = request["headers"].as_array().cloned().unwrap_or_default();
-            for pair in headers {
-                if pair[0] == "authorization" {
-                    let value = pair[1].as_str().unwrap_or_default();
-                    tokens.push(value.strip_prefix("Bearer ").unwrap_or(value).to_string());
-                }
+        all.extend(requests);
+    }
+    all
+}
+
+/// The values of header `name` (lower case) over the last requests the backends received.
+pub async fn backend_header_values(gw: &Gateway, name: &str) -> Vec<String> {
+    let mut values = Vec::new();
+    for request in backend_last_requests(gw).await {
+        for pair in request["headers"].as_array().cloned().unwrap_or_default() {
+            if pair[0] == name {
+                values.push(pair[1].as_str().unwrap_or_default().to_string());
             }
         }
     }
-    tokens
+    values
+}
+
+/// The bearer tokens of the last requests every backend replica received.
+pub async fn backend_bearer_tokens(gw: &Gateway) -> Vec<String> {
+    let values = backend_header_values(gw, "authorization").await;
+    values.iter().map(|v| v.strip_prefix("Bearer ").unwrap_or(v).to_string()).collect()
+}
+
+/// `POST /revoke` on the gateway's admin listener.
+pub async fn revoke(gw: &Gateway, order: Value) -> Raw {
+    send("POST", &gw.gateway_admin_url("/revoke"), &[("content-type", "application/json")], order.to_string()).await
 }
 
 /// The payload of a compact JWT, unverified.
